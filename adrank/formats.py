@@ -53,6 +53,10 @@ def atomic_path(dest: str | os.PathLike[str], suffix: str = "") -> Iterator[Path
     fd, tmp_name = tempfile.mkstemp(prefix=f".{dest.name}.", suffix=suffix + ".tmp", dir=dest.parent)
     os.close(fd)
     tmp = Path(tmp_name)
+    # mkstemp creates mode 0600; outputs are ordinary files that should follow the umask.
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(tmp, 0o666 & ~umask)
     try:
         yield tmp
         os.replace(tmp, dest)

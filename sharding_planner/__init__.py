@@ -5,4 +5,31 @@ precision -> placement -> plan file. Pure Python + numpy + numba: this package n
 torchrec, fbgemm, grpc or embed_store (a test checks ``sys.modules``).
 """
 
-__all__: list[str] = []
+from sharding_planner.stats import compute_stats, merge_stats, read_stats, write_stats
+from sharding_planner.types import (
+    CountQuantiles,
+    FeatureStats,
+    HeavyHitter,
+    IdKind,
+    InputFileInfo,
+    PoolingStats,
+    StatsConfig,
+    StatsReport,
+    StatsTimings,
+)
+
+__all__ = [
+    "CountQuantiles",
+    "FeatureStats",
+    "HeavyHitter",
+    "IdKind",
+    "InputFileInfo",
+    "PoolingStats",
+    "StatsConfig",
+    "StatsReport",
+    "StatsTimings",
+    "compute_stats",
+    "merge_stats",
+    "read_stats",
+    "write_stats",
+]

@@ -5,6 +5,27 @@ turns real public samples (Criteo, Avazu, iPinYou, Open Bandit) into the canonic
 numpy and pyarrow (and adrank's own hashing) are used here.
 """
 
-from adrank.data.schema import ROLES_METADATA_KEY, declared_roles, infer_role, read_roles, with_roles
+from adrank.data.importers import IMPORT_METADATA_KEY, ImportSummary, SourceFormat, import_log
+from adrank.data.schema import (
+    ROLES_METADATA_KEY,
+    declared_roles,
+    infer_role,
+    read_roles,
+    with_roles,
+)
+from adrank.data.synth import SynthConfig, SynthSummary, synthesize
 
-__all__ = ["ROLES_METADATA_KEY", "declared_roles", "infer_role", "read_roles", "with_roles"]
+__all__ = [
+    "IMPORT_METADATA_KEY",
+    "ImportSummary",
+    "ROLES_METADATA_KEY",
+    "SourceFormat",
+    "SynthConfig",
+    "SynthSummary",
+    "declared_roles",
+    "import_log",
+    "infer_role",
+    "read_roles",
+    "synthesize",
+    "with_roles",
+]

@@ -35,5 +35,5 @@ def test_unknown_subcommand_is_usage_error(capsys: pytest.CaptureFixture[str]) -
 
 
 def test_unknown_flag_is_usage_error(capsys: pytest.CaptureFixture[str]) -> None:
-    assert main(["stats", "--no-such-flag"]) == 2
+    assert main(["stats", "in.parquet", "-o", "out.json", "--no-such-flag"]) == 2
     assert "--no-such-flag" in capsys.readouterr().err

@@ -83,3 +83,14 @@ def test_parquet_fingerprint_rejects_non_parquet(tmp_path: Path) -> None:
     with pytest.raises(InputError) as info:
         parquet_file_fingerprint(bad)
     assert "bad.parquet" in str(info.value)
+
+
+def test_atomic_outputs_follow_the_umask(tmp_path: Path) -> None:
+    import os
+
+    old = os.umask(0o022)
+    try:
+        write_json_document(tmp_path / "m.json", "adrank.test", 1, {})
+    finally:
+        os.umask(old)
+    assert (tmp_path / "m.json").stat().st_mode & 0o777 == 0o644

@@ -1,0 +1,957 @@
+"""FeatureStore: the versioned feature store over RocksDB (rocksdict), usable without gRPC.
+
+On-disk layout (one RocksDB database, raw byte keys and values, see :mod:`feature_service.keys` and
+:mod:`feature_service.codec`):
+
+* column family ``meta``: the store's format marker, each group's definition (versioned JSON) and
+  the ingest checkpoints;
+* per group ``versions:<group>``: every version, keyed ``[ver][entity][~event][~created]`` so that
+  an as-of read is one seek;
+* per group ``latest:<group>``: one row per entity holding a copy of its newest version, so that a
+  latest read for hundreds of entities is one multi_get.
+
+Every write is one RocksDB WriteBatch covering version rows, latest rows and (for ingest) the
+checkpoint, so it is all or nothing across column families; the WAL makes a committed batch survive a
+killed process. The latest row is updated only when the incoming ``(event_us, created_us)`` is at
+least the stored one, under a lock, so it always equals the first version row of its entity.
+
+Thread safety: reads may run from many threads; writes, registration and compaction serialise on an
+internal lock. One process opens a store read-write at a time (RocksDB's lock); any number may open
+it read-only (each sees the data as of its open).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import threading
+import time
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+from rocksdict import (
+    AccessType,
+    BlockBasedOptions,
+    Cache,
+    DBCompressionType,
+    Options,
+    Rdict,
+    WriteBatch,
+)
+
+from adrank.errors import AdrankError, InputError, NotFoundError, StoreError
+from feature_service import keys as K
+from feature_service.codec import ValueCodec, check_columns, read_headers
+from feature_service.schema import group_from_json, group_to_json, merge_group, validate_group
+from feature_service.types import (
+    CompactionReport,
+    EntityIdKind,
+    FeatureColumn,
+    FeatureFrame,
+    FeatureGroup,
+    FeatureRead,
+    FeatureSpec,
+    GroupCompaction,
+    GroupStats,
+    IngestCheckpoint,
+    RequestFeatures,
+)
+
+__all__ = ["FeatureStore", "DEFAULT_BLOCK_CACHE_BYTES", "STORE_FORMAT_VERSION", "entity_id_keys"]
+
+logger = logging.getLogger(__name__)
+
+DEFAULT_BLOCK_CACHE_BYTES = 256 << 20
+"""Block cache shared by all column families (256 MiB): hot latest rows stay in memory."""
+STORE_FORMAT_VERSION = 1
+"""Version of the store as a whole (column-family naming, meta layout)."""
+
+_STORE_KIND = "adrank.feature_store"
+_META_CF = "meta"
+_BLOOM_BITS_PER_KEY = 10  # ~1% false positives: a missing entity rarely costs a disk read
+_SCAN_CHUNK_KEYS = 65_536  # keys per vectorised decode / delete batch in scans
+
+
+def _versions_cf(group: str) -> str:
+    return f"versions:{group}"
+
+
+def _latest_cf(group: str) -> str:
+    return f"latest:{group}"
+
+
+@contextlib.contextmanager
+def _rocks(action: str, path: str) -> Iterator[None]:
+    """Convert rocksdict's exceptions (plain Exception subclasses) into StoreError."""
+    try:
+        yield
+    except AdrankError:
+        raise
+    except Exception as exc:  # rocksdict raises bare Exception for every RocksDB status
+        raise StoreError(f"RocksDB could not {action}: {exc}", source=path) from exc
+
+
+class _GroupHandles:
+    """Column families, WriteBatch handles and the codec of one group."""
+
+    __slots__ = ("group", "codec", "versions", "latest", "versions_h", "latest_h")
+
+    def __init__(self, group: FeatureGroup, versions: Rdict, latest: Rdict, versions_h: Any, latest_h: Any) -> None:
+        self.group = group
+        self.codec = ValueCodec(group)
+        self.versions = versions
+        self.latest = latest
+        self.versions_h = versions_h
+        self.latest_h = latest_h
+
+
+class FeatureStore:
+    """A RocksDB-backed store of feature groups versioned by event time.
+
+    Open with :meth:`open`; close with :meth:`close` or a ``with`` block. Example::
+
+        with FeatureStore.open("features.db") as store:
+            store.register_group(group)
+            store.write("ad_stats", ad_ids, event_us, columns)
+            frame = store.get_latest("ad_stats", [7, 8, 9])
+            frame["ctr_7d"].values, frame.found
+
+    Reads return :class:`~feature_service.types.FeatureFrame` (columnar numpy, ``to_arrow()``).
+    Times are int64 microseconds since the epoch.
+    """
+
+    def __init__(self, db: Rdict, path: str, read_only: bool, cf_options: Options) -> None:
+        """Use :meth:`open`."""
+        self._db: Rdict | None = db
+        self._path = path
+        self._read_only = read_only
+        self._cf_options = cf_options
+        self._lock = threading.RLock()
+        self._groups: dict[str, _GroupHandles] = {}
+        self._meta: Rdict | None = None
+        self._meta_h: Any = None
+
+    # ------------------------------------------------------------------ lifecycle
+
+    @classmethod
+    def open(
+        cls,
+        path: str | Path,
+        *,
+        read_only: bool = False,
+        create: bool = True,
+        block_cache_bytes: int = DEFAULT_BLOCK_CACHE_BYTES,
+    ) -> FeatureStore:
+        """Open (or create) a store.
+
+        Args:
+            path: Store directory.
+            read_only: Open without the write lock (servers, readers beside a running ingest); the
+                view is the data as of the open.
+            create: Create the store when ``path`` holds none (ignored with ``read_only``).
+            block_cache_bytes: LRU block cache shared by all column families, in bytes.
+
+        Returns:
+            The open store.
+
+        Raises:
+            NotFoundError: No store at ``path`` (read-only, or ``create=False``).
+            InputError: ``path`` holds a RocksDB database that is not a feature store, or one of
+                another format version.
+            StoreError: RocksDB failed (e.g. another process holds the write lock).
+        """
+        p = Path(path)
+        spath = str(p)
+        exists = (p / "CURRENT").exists()
+        if not exists and (read_only or not create):
+            raise NotFoundError(
+                "no feature store at this path", source=spath,
+                hint="create it with `adrank ingest --store PATH ...` or FeatureStore.open(path)",
+            )
+        if block_cache_bytes < 0:
+            raise InputError(f"block_cache_bytes must be >= 0, found {block_cache_bytes}", source="block_cache_bytes")
+        with _rocks("open the store", spath):
+            cache = Cache(max(block_cache_bytes, 1 << 20))
+            cf_options = _cf_options(cache)
+            db_options = _cf_options(cache)
+            db_options.create_if_missing(True)
+            db_options.create_missing_column_families(True)
+            db_options.increase_parallelism(2)
+            db_options.set_keep_log_file_num(5)
+            names = Rdict.list_cf(spath) if exists else ["default", _META_CF]
+            if exists and _META_CF not in names:
+                raise InputError(
+                    "this RocksDB database is not an adrank feature store (no 'meta' column family)",
+                    source=spath, hint="pass the directory of a store created by adrank ingest",
+                )
+            access = AccessType.read_only(False) if read_only else AccessType.read_write()
+            db = Rdict(spath, db_options, column_families={n: cf_options for n in names}, access_type=access)
+        store = cls(db, spath, read_only, cf_options)
+        try:
+            store._load(names)
+        except BaseException:
+            store.close()
+            raise
+        logger.info(
+            "opened feature store %s (%s, %d groups)", spath, "read-only" if read_only else "read-write",
+            len(store._groups),
+        )
+        return store
+
+    def _load(self, cf_names: Sequence[str]) -> None:
+        db = self._require_open()
+        with _rocks("read the store's metadata", self._path):
+            self._meta = db.get_column_family(_META_CF)
+            if not self._read_only:
+                self._meta_h = db.get_column_family_handle(_META_CF)
+            marker = self._meta.get(K.store_marker_key())
+            if marker is None and not self._read_only:
+                doc = {"kind": _STORE_KIND, "format_version": STORE_FORMAT_VERSION}
+                self._meta.put(K.store_marker_key(), json.dumps(doc).encode())
+            group_rows = list(_prefix_items(self._meta, K.group_def_prefix()))
+        if marker is not None:
+            doc = _json(marker, f"{self._path} (store marker)")
+            if doc.get("kind") != _STORE_KIND or doc.get("format_version") != STORE_FORMAT_VERSION:
+                raise InputError(
+                    f"store format {doc.get('kind')!r} version {doc.get('format_version')!r} is not "
+                    f"{_STORE_KIND} version {STORE_FORMAT_VERSION}",
+                    source=self._path, hint="open it with the adrank version that wrote it",
+                )
+        for key, value in group_rows:
+            try:
+                group = group_from_json(_json(value, f"{self._path} (group {key!r})"))
+            except ValueError as exc:
+                raise StoreError(f"stored group definition is corrupt: {exc}", source=self._path) from exc
+            if _versions_cf(group.name) not in cf_names or _latest_cf(group.name) not in cf_names:
+                raise StoreError(
+                    f"group {group.name!r} is registered but its column families are missing",
+                    source=self._path, hint="the store is damaged; restore it from a backup or re-ingest",
+                )
+            self._attach(group)
+
+    def _attach(self, group: FeatureGroup) -> None:
+        db = self._require_open()
+        with _rocks(f"open the column families of group {group.name!r}", self._path):
+            versions = db.get_column_family(_versions_cf(group.name))
+            latest = db.get_column_family(_latest_cf(group.name))
+            vh = lh = None
+            if not self._read_only:
+                vh = db.get_column_family_handle(_versions_cf(group.name))
+                lh = db.get_column_family_handle(_latest_cf(group.name))
+        self._groups[group.name] = _GroupHandles(group, versions, latest, vh, lh)
+
+    def close(self) -> None:
+        """Close the store and release its lock; later calls raise StoreError. Idempotent."""
+        with self._lock:
+            db = self._db
+            if db is None:
+                return
+            # Live column-family and handle objects keep the RocksDB lock past close(): drop them
+            # before closing, so the path can be reopened at once. They are in no reference cycle,
+            # so refcounting frees them here (gc.collect would cost ~60 ms with a large heap).
+            self._groups.clear()
+            self._meta = None
+            self._meta_h = None
+            self._db = None
+            with _rocks("close the store", self._path):
+                db.close()
+            del db
+
+    def __enter__(self) -> FeatureStore:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    @property
+    def path(self) -> str:
+        """Store directory."""
+        return self._path
+
+    @property
+    def read_only(self) -> bool:
+        """Opened read-only."""
+        return self._read_only
+
+    def _require_open(self) -> Rdict:
+        if self._db is None:
+            raise StoreError("the feature store is closed", source=self._path, hint="open it again")
+        return self._db
+
+    def _require_writable(self, action: str) -> Rdict:
+        db = self._require_open()
+        if self._read_only:
+            raise InputError(
+                f"cannot {action}: the store is open read-only", source=self._path,
+                hint="open it with read_only=False (one writer process at a time)",
+            )
+        return db
+
+    # ------------------------------------------------------------------ registry
+
+    def groups(self) -> tuple[FeatureGroup, ...]:
+        """Registered groups, sorted by name."""
+        self._require_open()
+        return tuple(self._groups[n].group for n in sorted(self._groups))
+
+    def group(self, name: str) -> FeatureGroup:
+        """The registered group ``name``.
+
+        Raises:
+            NotFoundError: No such group; the message lists the registered ones.
+        """
+        return self._handles(name).group
+
+    def _handles(self, name: str) -> _GroupHandles:
+        self._require_open()
+        h = self._groups.get(name)
+        if h is None:
+            raise NotFoundError(
+                f"no feature group {name!r}; registered groups: {', '.join(sorted(self._groups)) or '(none)'}",
+                source=name, hint="ingest it first (adrank ingest --group NAME ...)",
+            )
+        return h
+
+    def register_group(self, group: FeatureGroup, *, allow_new_features: bool = False) -> FeatureGroup:
+        """Register a group, or re-register it (same schema, a new TTL, or appended features).
+
+        Args:
+            group: The declaration; ``schema_version`` and ``since_version`` are assigned here.
+            allow_new_features: Append features the stored group lacks (a new schema version).
+
+        Returns:
+            The group as stored.
+
+        Raises:
+            InputError: Invalid declaration, or incompatible with the stored group (the message
+                names every offending feature), or the store is read-only.
+        """
+        validate_group(group)
+        db = self._require_writable("register a group")
+        with self._lock:
+            current = self._groups.get(group.name)
+            if current is None:
+                new = FeatureGroup(
+                    group.name, group.entity_type, group.entity_id_kind,
+                    tuple(FeatureSpec(f.name, f.dtype, f.shape, f.dim, 1) for f in group.features),
+                    group.ttl_s, 1,
+                )
+                changed = True
+            else:
+                new, changed = merge_group(current.group, group, allow_new_features=allow_new_features)
+            if not changed:
+                return current.group if current is not None else new
+            with _rocks(f"register group {group.name!r}", self._path):
+                if current is None:
+                    existing = set(Rdict.list_cf(self._path))
+                    for cf in (_versions_cf(group.name), _latest_cf(group.name)):
+                        # A crash between creating the families and writing the definition leaves
+                        # empty families behind; they are reused.
+                        if cf not in existing:
+                            db.create_column_family(cf, self._cf_options)
+                doc = json.dumps(group_to_json(new), sort_keys=True).encode()
+                assert self._meta is not None
+                self._meta.put(K.group_def_key(new.name), doc)
+            if current is None:
+                self._attach(new)
+                logger.info("registered feature group %s (%d features)", new.name, len(new.features))
+            else:
+                current.group = new
+                current.codec = ValueCodec(new)
+                logger.info(
+                    "updated feature group %s to schema version %d (ttl_s=%s)",
+                    new.name, new.schema_version, new.ttl_s,
+                )
+            return new
+
+    # ------------------------------------------------------------------ writes
+
+    def write(
+        self,
+        group: str,
+        entity_ids: Sequence[int] | Sequence[str] | np.ndarray | pa.Array,
+        event_us: np.ndarray | Sequence[int],
+        columns: Mapping[str, FeatureColumn],
+        *,
+        created_us: np.ndarray | Sequence[int] | int = 0,
+        checkpoint: IngestCheckpoint | None = None,
+    ) -> int:
+        """Write n entity versions atomically (one WriteBatch), updating the latest rows.
+
+        A version with the same ``(entity, event_us, created_us)`` as a stored one replaces it (and,
+        within one call, the last such row wins).
+
+        Args:
+            group: Group name.
+            entity_ids: n raw entity ids (ints or strings, per the group's id kind).
+            event_us: n event times, microseconds.
+            columns: Every feature of the group, n rows each.
+            created_us: n created times, or one for all (microseconds; default 0).
+            checkpoint: Ingest progress to commit in the same batch (see :mod:`feature_service.ingest`).
+
+        Returns:
+            Rows written (n).
+
+        Raises:
+            NotFoundError: Unknown group.
+            InputError: Ids, times or columns do not match the group (every problem named), or the
+                store is read-only.
+            StoreError: RocksDB failed; nothing of this call is stored.
+        """
+        self._require_writable("write features")
+        ids = entity_id_keys(self._handles(group).group, entity_ids)
+        return self.write_keys(group, ids, event_us, columns, created_us=created_us, checkpoint=checkpoint)
+
+    def write_keys(
+        self,
+        group: str,
+        entity_keys: np.ndarray,
+        event_us: np.ndarray | Sequence[int],
+        columns: Mapping[str, FeatureColumn],
+        *,
+        created_us: np.ndarray | Sequence[int] | int = 0,
+        checkpoint: IngestCheckpoint | None = None,
+    ) -> int:
+        """:meth:`write` for entities given as int64 id keys (string ids already hashed with
+        :func:`adrank.hashing.string_id_keys`), as bulk ingest has them.
+
+        Raises:
+            As :meth:`write`.
+        """
+        db = self._require_writable("write features")
+        h = self._handles(group)
+        g = h.group
+        ids = np.asarray(entity_keys)
+        if ids.ndim != 1 or (ids.shape[0] and ids.dtype != np.int64):
+            raise InputError(
+                f"entity_keys must be a 1-D int64 array, found {ids.dtype} {ids.shape}", source=f"{group} entity keys"
+            )
+        ids = np.ascontiguousarray(ids, dtype=np.int64)
+        n = ids.shape[0]
+        ev = _times(event_us, n, "event_us")
+        cr = _times(created_us, n, "created_us")
+        check_columns(g, columns, n)
+        values = h.codec.encode(ev, cr, columns) if n else []
+        vkeys = K.version_keys(ids, ev, cr) if n else []
+        # Put rows in key order: memtable inserts of sorted keys are ~4x faster than random ones.
+        # lexsort is stable, so among identical keys the later row is still put last and wins.
+        order = np.lexsort((~cr, ~ev, ids)).tolist() if n else []
+        with self._lock, _rocks(f"write {n} rows to group {group!r}", self._path):
+            wb = WriteBatch(raw_mode=True)
+            put = wb.put
+            vh = h.versions_h
+            for i in order:
+                put(vkeys[i], values[i], vh)
+            if n:
+                winners = self._latest_winners(h, ids, ev, cr)  # in entity order
+                lkeys = K.latest_keys(ids[winners])
+                lh = h.latest_h
+                for i, k in zip(winners.tolist(), lkeys, strict=True):
+                    put(k, values[i], lh)
+            if checkpoint is not None:
+                cp_key = K.checkpoint_key(group, checkpoint.ingest_id)
+                put(cp_key, _checkpoint_bytes(checkpoint), self._meta_h)
+            db.write(wb)
+            del wb, put
+        return n
+
+    def _latest_winners(self, h: _GroupHandles, ids: np.ndarray, ev: np.ndarray, cr: np.ndarray) -> np.ndarray:
+        """Rows whose value becomes their entity's latest row: the newest row per entity in the
+        batch (last one on exact ties), if at least as new as the stored latest row."""
+        n = ids.shape[0]
+        order = np.lexsort((np.arange(n), cr, ev, ids))
+        sorted_ids = ids[order]
+        last = np.ones(n, dtype=bool)
+        last[:-1] = sorted_ids[1:] != sorted_ids[:-1]
+        cand = order[last]
+        stored = h.latest.get(K.latest_keys(ids[cand]))
+        have = np.fromiter((v is not None for v in stored), dtype=bool, count=cand.shape[0])
+        if not have.any():
+            return cand
+        try:
+            old_ev, old_cr = read_headers([v for v in stored if v is not None])
+        except ValueError as exc:
+            raise StoreError(f"corrupt latest row in group {h.group.name!r}: {exc}", source=self._path) from exc
+        c = cand[have]
+        newer = (ev[c] > old_ev) | ((ev[c] == old_ev) & (cr[c] >= old_cr))
+        keep = np.ones(cand.shape[0], dtype=bool)
+        keep[np.flatnonzero(have)[~newer]] = False
+        return cand[keep]
+
+    # ------------------------------------------------------------------ checkpoints
+
+    def checkpoint(self, group: str, ingest_id: str) -> IngestCheckpoint | None:
+        """The committed checkpoint of one ingest, or None if it never committed a batch."""
+        self._require_open()
+        assert self._meta is not None
+        with _rocks("read an ingest checkpoint", self._path):
+            raw = self._meta.get(K.checkpoint_key(group, ingest_id))
+        return None if raw is None else _checkpoint_from_bytes(raw, self._path)
+
+    def checkpoints(self, group: str) -> tuple[IngestCheckpoint, ...]:
+        """Every committed ingest checkpoint of ``group``."""
+        self._require_open()
+        assert self._meta is not None
+        with _rocks("list ingest checkpoints", self._path):
+            rows = list(_prefix_items(self._meta, K.checkpoint_prefix(group)))
+        return tuple(_checkpoint_from_bytes(v, self._path) for _k, v in rows)
+
+    # ------------------------------------------------------------------ reads
+
+    def get_latest(
+        self,
+        group: str,
+        entity_ids: Sequence[int] | Sequence[str] | np.ndarray | pa.Array,
+        features: Sequence[str] | None = None,
+        *,
+        now_us: int | None = None,
+    ) -> FeatureFrame:
+        """The newest version of each entity, with one multi_get.
+
+        Args:
+            group: Group name.
+            entity_ids: Raw entity ids (duplicates allowed); results keep this order.
+            features: Features to return (default: all).
+            now_us: If given and the group has a TTL, versions older than ``now_us - ttl`` count as
+                not found. Without it no TTL is applied (the newest stored version is returned).
+
+        Returns:
+            A frame with ``found`` False (and nulls) for entities without a (live) version.
+
+        Raises:
+            NotFoundError: Unknown group or feature (the message lists the known ones).
+            InputError: Ids of the wrong type.
+            StoreError: RocksDB failed or a stored value is corrupt.
+        """
+        h = self._handles(group)
+        feats = _check_features(h.group, features)
+        ids = entity_id_keys(h.group, entity_ids)
+        with _rocks(f"read latest rows of group {group!r}", self._path):
+            values = h.latest.get(K.latest_keys(ids)) if ids.shape[0] else []
+        ttl = h.group.ttl_us
+        if now_us is not None and ttl is not None:
+            values = self._drop_expired(h, values, np.full(ids.shape[0], int(now_us), dtype=np.int64) - ttl)
+        return self._frame(h, ids, values, feats)
+
+    def get_as_of(
+        self,
+        group: str,
+        entity_ids: Sequence[int] | Sequence[str] | np.ndarray | pa.Array,
+        as_of_us: int | np.ndarray | Sequence[int],
+        features: Sequence[str] | None = None,
+    ) -> FeatureFrame:
+        """Point-in-time read: per entity, the newest version with ``event_us <= as_of_us`` (ties:
+        latest ``created_us``), ignored when older than ``as_of_us - ttl``.
+
+        One iterator serves the whole batch: requests are sorted by key and each is one seek.
+
+        Args:
+            group: Group name.
+            entity_ids: Raw entity ids; results keep this order.
+            as_of_us: One read time for all entities, or one per entity (microseconds).
+            features: Features to return (default: all).
+
+        Returns:
+            A frame with ``found`` False (and nulls) where no version qualifies.
+
+        Raises:
+            NotFoundError: Unknown group or feature.
+            InputError: Ids of the wrong type, or ``as_of_us`` of the wrong length.
+            StoreError: RocksDB failed or a stored value is corrupt.
+        """
+        h = self._handles(group)
+        feats = _check_features(h.group, features)
+        ids = entity_id_keys(h.group, entity_ids)
+        n = ids.shape[0]
+        t = _times(as_of_us, n, "as_of_us")
+        values: list[bytes | None] = [None] * n
+        if n:
+            seeks = K.seek_keys(ids, t)
+            order = np.lexsort((~t, ids)).tolist()  # ascending key order: entity asc, as_of desc
+            pl = K.ENTITY_PREFIX_BYTES
+            with _rocks(f"read versions of group {group!r}", self._path):
+                it = h.versions.iter()
+                try:
+                    for i in order:
+                        sk = seeks[i]
+                        it.seek(sk)
+                        if it.valid():
+                            key = it.key()
+                            if key[:pl] == sk[:pl]:
+                                values[i] = it.value()
+                    it.status()
+                finally:
+                    del it
+            ttl = h.group.ttl_us
+            if ttl is not None:
+                values = self._drop_expired(h, values, t - ttl)
+        return self._frame(h, ids, values, feats)
+
+    def get_batch(
+        self,
+        reads: Sequence[FeatureRead],
+        *,
+        as_of_us: int | None = None,
+        now_us: int | None = None,
+    ) -> tuple[FeatureFrame, ...]:
+        """Several reads in one call (e.g. a request's user and its candidate ads).
+
+        Every read is validated before any is made. Latest reads use one multi_get per read; each
+        is consistent, but two reads are not one snapshot (a write may land between them).
+
+        Args:
+            reads: What to read.
+            as_of_us: Read every group as of this time instead of its latest version.
+            now_us: For latest reads, apply TTL relative to this time (see :meth:`get_latest`).
+
+        Returns:
+            One frame per read, in order.
+
+        Raises:
+            NotFoundError, InputError, StoreError: As for :meth:`get_latest`; validation problems of
+                all reads are reported together.
+        """
+        problems: list[InputError] = []
+        missing: list[AdrankError] = []
+        for r in reads:
+            try:
+                h = self._handles(r.group)
+                _check_features(h.group, r.features)
+                entity_id_keys(h.group, r.entity_ids)
+            except NotFoundError as exc:
+                missing.append(exc)
+            except InputError as exc:
+                problems.append(exc)
+        if missing:
+            raise missing[0]
+        if problems:
+            raise InputError.from_problems(problems)
+        if as_of_us is not None:
+            return tuple(self.get_as_of(r.group, r.entity_ids, as_of_us, r.features) for r in reads)
+        return tuple(self.get_latest(r.group, r.entity_ids, r.features, now_us=now_us) for r in reads)
+
+    def get_request(
+        self,
+        *,
+        user_group: str,
+        user_id: int | str,
+        candidate_group: str,
+        candidate_ids: Sequence[int] | Sequence[str] | np.ndarray,
+        user_features: Sequence[str] | None = None,
+        candidate_features: Sequence[str] | None = None,
+        as_of_us: int | None = None,
+        now_us: int | None = None,
+    ) -> RequestFeatures:
+        """Features of one ranking request: one user and its candidate ads, in one call.
+
+        Args:
+            user_group: Group of the request's user entity.
+            user_id: The user's raw id.
+            candidate_group: Group of the candidates (e.g. ads).
+            candidate_ids: Raw candidate ids, in ranking order.
+            user_features: User features to return (default: all).
+            candidate_features: Candidate features to return (default: all).
+            as_of_us: Read as of this time (default: latest).
+            now_us: For latest reads, apply TTL relative to this time.
+
+        Returns:
+            The user's frame (one row) and the candidates' frame (one row per candidate).
+
+        Raises:
+            NotFoundError, InputError, StoreError: As for :meth:`get_batch`.
+        """
+        user_ids: list[int] | list[str] = [user_id]  # type: ignore[assignment]
+        user, cands = self.get_batch(
+            [FeatureRead(user_group, user_ids, user_features),
+             FeatureRead(candidate_group, candidate_ids, candidate_features)],
+            as_of_us=as_of_us, now_us=now_us,
+        )
+        return RequestFeatures(user, cands)
+
+    def _drop_expired(
+        self, h: _GroupHandles, values: list[bytes | None], cutoff_us: np.ndarray
+    ) -> list[bytes | None]:
+        idx = [i for i, v in enumerate(values) if v is not None]
+        if not idx:
+            return values
+        try:
+            ev, _cr = read_headers([values[i] for i in idx])
+        except ValueError as exc:
+            raise StoreError(f"corrupt value in group {h.group.name!r}: {exc}", source=self._path) from exc
+        expired = ev < cutoff_us[idx]
+        if not expired.any():
+            return values
+        out = list(values)
+        for i in np.asarray(idx)[expired].tolist():
+            out[i] = None
+        return out
+
+    def _frame(
+        self, h: _GroupHandles, ids: np.ndarray, values: Sequence[bytes | None], feats: Sequence[str] | None
+    ) -> FeatureFrame:
+        try:
+            dec = h.codec.decode(values, feats)
+        except ValueError as exc:
+            raise StoreError(f"corrupt value in group {h.group.name!r}: {exc}", source=self._path) from exc
+        return FeatureFrame(h.group.name, ids, dec.found, dec.event_us, dec.created_us, dec.columns)
+
+    # ------------------------------------------------------------------ maintenance
+
+    def compact(
+        self, now_us: int, *, groups: Sequence[str] | None = None, drop_expired: bool = False
+    ) -> CompactionReport:
+        """Delete versions that no read at or after ``now_us`` can return, then compact RocksDB.
+
+        For a group with a TTL, a version is deleted when its event time is older than
+        ``now_us - ttl`` and a newer version of the same entity exists: any as-of read at
+        ``t >= now_us`` either returns a newer version or finds this one expired, so such reads
+        are unchanged. As-of reads at earlier times (historical joins) may lose versions: compact
+        with a ``now_us`` no later than the oldest time you still join at. The newest version of
+        each entity is kept even when expired, so latest reads without ``now_us`` still see it,
+        unless ``drop_expired`` is set: then entities whose newest version is expired are removed
+        entirely (versions and latest row in one batch). Groups without a TTL are left alone.
+
+        Args:
+            now_us: Reference time, microseconds.
+            groups: Groups to compact (default: all).
+            drop_expired: Also remove entities whose newest version is expired.
+
+        Returns:
+            Counts per group.
+
+        Raises:
+            NotFoundError: Unknown group.
+            InputError: The store is read-only.
+            StoreError: RocksDB failed (deletions already written stay; each is safe on its own).
+        """
+        db = self._require_writable("compact")
+        names = list(groups) if groups is not None else sorted(self._groups)
+        handles = [self._handles(n) for n in names]
+        out: list[GroupCompaction] = []
+        start = time.perf_counter()
+        with self._lock:
+            for h in handles:
+                ttl = h.group.ttl_us
+                if ttl is None:
+                    out.append(GroupCompaction(h.group.name, 0, 0, 0))
+                    continue
+                out.append(self._compact_group(db, h, int(now_us) - ttl, drop_expired))
+        report = CompactionReport(int(now_us), tuple(out))
+        logger.info(
+            "compacted %d groups: deleted %d versions in %.1f s",
+            len(out), report.versions_deleted, time.perf_counter() - start,
+        )
+        return report
+
+    def _compact_group(self, db: Rdict, h: _GroupHandles, cutoff_us: int, drop_expired: bool) -> GroupCompaction:
+        name = h.group.name
+        scanned = deleted = dropped = 0
+        prev_id: int | None = None  # entity of the previous chunk's last key
+        prev_newest = 0
+        with _rocks(f"compact group {name!r}", self._path):
+            for chunk in _key_chunks(h.versions):
+                ids, ev, _cr = _decode_keys(chunk, name, self._path)
+                m = ids.shape[0]
+                first = np.ones(m, dtype=bool)
+                first[1:] = ids[1:] != ids[:-1]
+                if prev_id is not None and ids[0] == prev_id:
+                    first[0] = False
+                # Newest event of each row's entity: the event of the entity's first row.
+                start_idx = np.maximum.accumulate(np.where(first, np.arange(m), 0))
+                newest = ev[start_idx]
+                if not first[0]:
+                    # Rows before the chunk's first entity start continue the previous chunk's entity.
+                    newest[start_idx == 0] = prev_newest
+                # A version is deletable when it is expired and not its entity's newest.
+                delete = ~first & (ev < cutoff_us)
+                if drop_expired:
+                    delete |= newest < cutoff_us
+                wb = WriteBatch(raw_mode=True)
+                for i in np.flatnonzero(delete).tolist():
+                    wb.delete(chunk[i], h.versions_h)
+                if drop_expired:
+                    gone = first & (ev < cutoff_us)
+                    for k in K.latest_keys(ids[gone]):
+                        wb.delete(k, h.latest_h)
+                    dropped += int(gone.sum())
+                if len(wb):
+                    db.write(wb)
+                del wb
+                scanned += m
+                deleted += int(delete.sum())
+                prev_id, prev_newest = int(ids[-1]), int(newest[-1])
+            h.versions.compact_range(None, None)
+            if drop_expired and dropped:
+                h.latest.compact_range(None, None)
+        return GroupCompaction(name, scanned, deleted, dropped)
+
+    def stats(self) -> tuple[GroupStats, ...]:
+        """Per group: entities, versions, approximate bytes on disk, oldest and newest event time.
+
+        Scans every version key (not values) of every group: O(versions), ~millions of keys per
+        second.
+
+        Raises:
+            StoreError: RocksDB failed.
+        """
+        self._require_open()
+        out = []
+        for name in sorted(self._groups):
+            h = self._groups[name]
+            entities = versions = 0
+            oldest: int | None = None
+            newest: int | None = None
+            prev_id: int | None = None
+            with _rocks(f"scan group {name!r}", self._path):
+                for chunk in _key_chunks(h.versions):
+                    ids, ev, _cr = _decode_keys(chunk, name, self._path)
+                    first = np.ones(ids.shape[0], dtype=bool)
+                    first[1:] = ids[1:] != ids[:-1]
+                    if prev_id is not None and ids[0] == prev_id:
+                        first[0] = False
+                    entities += int(first.sum())
+                    versions += ids.shape[0]
+                    lo, hi = int(ev.min()), int(ev.max())
+                    oldest = lo if oldest is None else min(oldest, lo)
+                    newest = hi if newest is None else max(newest, hi)
+                    prev_id = int(ids[-1])
+                disk = 0
+                for cf in (h.versions, h.latest):
+                    for prop in ("rocksdb.total-sst-files-size", "rocksdb.cur-size-all-mem-tables"):
+                        disk += int(cf.property_int_value(prop) or 0)
+            out.append(GroupStats(name, entities, versions, disk, oldest, newest))
+        return tuple(out)
+
+
+# ---------------------------------------------------------------------- helpers
+
+
+def entity_id_keys(
+    group: FeatureGroup, entity_ids: Sequence[int] | Sequence[str] | np.ndarray | pa.Array
+) -> np.ndarray:
+    """Turn raw entity ids into int64 id keys for ``group`` (strings hashed, ints as they are).
+
+    Raises:
+        InputError: The ids' type does not match the group's id kind, or ids are null.
+    """
+    src = f"{group.name} entity ids"
+    kind = group.entity_id_kind
+    if isinstance(entity_ids, (pa.Array, pa.ChunkedArray)):
+        if entity_ids.null_count:
+            raise InputError("entity ids must not be null", source=src)
+        entity_ids = entity_ids.to_numpy(zero_copy_only=False)
+    arr = np.asarray(entity_ids)
+    if arr.ndim != 1:
+        raise InputError(f"entity ids must be a one-dimensional sequence, found shape {arr.shape}", source=src)
+    if arr.shape[0] == 0:
+        return np.zeros(0, dtype=np.int64)
+    if kind is EntityIdKind.INT:
+        if arr.dtype.kind == "i":
+            return np.ascontiguousarray(arr, dtype=np.int64)
+        if arr.dtype.kind == "u":
+            if arr.max() > np.iinfo(np.int64).max:
+                raise InputError("entity ids exceed the int64 range", source=src)
+            return arr.astype(np.int64)
+        raise InputError(
+            f"group {group.name!r} has integer entity ids, found {arr.dtype} values", source=src,
+            hint="pass ints (np.int64)",
+        )
+    if arr.dtype.kind in "US" or (arr.dtype.kind == "O" and all(isinstance(x, str) for x in arr.tolist())):
+        from adrank.hashing import string_id_keys
+
+        values = arr.astype(str).tolist() if arr.dtype.kind != "O" else arr.tolist()
+        return string_id_keys(values)
+    raise InputError(
+        f"group {group.name!r} has string entity ids, found {arr.dtype} values", source=src,
+        hint="pass the ids as str",
+    )
+
+
+def _check_features(group: FeatureGroup, features: Sequence[str] | None) -> list[str] | None:
+    if features is None:
+        return None
+    feats = [features] if isinstance(features, str) else list(features)
+    unknown = [f for f in feats if f not in set(group.feature_names)]
+    if unknown:
+        raise NotFoundError(
+            f"feature group {group.name!r} has no feature(s) {unknown}; it has: {', '.join(group.feature_names)}",
+            source=f"{group.name}.{unknown[0]}",
+        )
+    return feats
+
+
+def _times(values: np.ndarray | Sequence[int] | int, n: int, what: str) -> np.ndarray:
+    arr = np.asarray(values)
+    if arr.ndim == 0:
+        if arr.dtype.kind not in "iu":
+            raise InputError(f"{what} must be an integer (microseconds), found {arr.dtype}", source=what)
+        return np.full(n, int(arr), dtype=np.int64)
+    if arr.shape != (n,) or (n and arr.dtype.kind not in "iu"):
+        raise InputError(f"{what} must be {n} integers (microseconds), found {arr.dtype} {arr.shape}", source=what)
+    return np.ascontiguousarray(arr, dtype=np.int64)
+
+
+def _cf_options(cache: Cache) -> Options:
+    opts = Options(raw_mode=True)
+    table = BlockBasedOptions()
+    table.set_block_cache(cache)
+    table.set_bloom_filter(_BLOOM_BITS_PER_KEY, False)
+    table.set_cache_index_and_filter_blocks(True)
+    table.set_pin_l0_filter_and_index_blocks_in_cache(True)
+    opts.set_block_based_table_factory(table)
+    opts.set_compression_type(DBCompressionType.lz4())
+    return opts
+
+
+def _prefix_items(cf: Rdict, prefix: bytes) -> Iterator[tuple[bytes, bytes]]:
+    for k, v in cf.items(from_key=prefix):
+        if not k.startswith(prefix):
+            break
+        yield k, v
+
+
+def _key_chunks(cf: Rdict) -> Iterator[list[bytes]]:
+    chunk: list[bytes] = []
+    for k in cf.keys():
+        chunk.append(k)
+        if len(chunk) >= _SCAN_CHUNK_KEYS:
+            yield chunk
+            chunk = []
+    if chunk:
+        yield chunk
+
+
+def _decode_keys(chunk: list[bytes], group: str, path: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    try:
+        return K.decode_version_keys(chunk)
+    except ValueError as exc:
+        raise StoreError(f"corrupt version key in group {group!r}: {exc}", source=path) from exc
+
+
+def _json(raw: bytes, source: str) -> dict[str, Any]:
+    try:
+        doc = json.loads(raw)
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise StoreError(f"stored metadata is not JSON: {exc}", source=source) from exc
+    if not isinstance(doc, dict):
+        raise StoreError("stored metadata is not a JSON object", source=source)
+    return doc
+
+
+def _checkpoint_bytes(cp: IngestCheckpoint) -> bytes:
+    return json.dumps({"kind": "adrank.ingest_checkpoint", "format_version": 1, **asdict(cp)}).encode()
+
+
+def _checkpoint_from_bytes(raw: bytes, path: str) -> IngestCheckpoint:
+    doc = _json(raw, f"{path} (ingest checkpoint)")
+    doc.pop("kind", None)
+    doc.pop("format_version", None)
+    try:
+        return IngestCheckpoint(**doc)
+    except TypeError as exc:
+        raise StoreError(f"stored ingest checkpoint is malformed: {exc}", source=path) from exc
