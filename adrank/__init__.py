@@ -12,13 +12,43 @@ from adrank.errors import (
     PlanErrorKind,
     StoreError,
 )
-from adrank.types import ColumnRole
+from adrank.types import (
+    ColumnRole,
+    DevicePlan,
+    DeviceSpec,
+    FeatureSlot,
+    OptimizerStateKind,
+    PlanMode,
+    PoolingType,
+    Precision,
+    PruningAction,
+    PruningPolicy,
+    ShardingType,
+    ShardPlan,
+    ShardSpec,
+    TablePlan,
+    Topology,
+)
 
 __version__ = "0.1.0"
 
 __all__ = [
     "AdrankError",
     "ColumnRole",
+    "DevicePlan",
+    "DeviceSpec",
+    "FeatureSlot",
+    "OptimizerStateKind",
+    "PlanMode",
+    "PoolingType",
+    "Precision",
+    "PruningAction",
+    "PruningPolicy",
+    "ShardPlan",
+    "ShardSpec",
+    "ShardingType",
+    "TablePlan",
+    "Topology",
     "InputError",
     "NotFoundError",
     "PlanError",

@@ -15,6 +15,7 @@ import contextlib
 import hashlib
 import json
 import os
+import shutil
 import struct
 import tempfile
 from collections.abc import Iterator
@@ -24,6 +25,7 @@ from typing import IO, Any
 from adrank.errors import InputError, NotFoundError
 
 __all__ = [
+    "atomic_dir",
     "atomic_path",
     "atomic_write_text",
     "canonical_json",
@@ -63,6 +65,53 @@ def atomic_path(dest: str | os.PathLike[str], suffix: str = "") -> Iterator[Path
     except BaseException:
         with contextlib.suppress(FileNotFoundError):
             tmp.unlink()
+        raise
+
+
+@contextlib.contextmanager
+def atomic_dir(dest: str | os.PathLike[str]) -> Iterator[Path]:
+    """Yield an empty temporary directory beside ``dest``; on success it replaces ``dest``.
+
+    The caller writes every output file into the yielded directory. If the block raises, the
+    temporary directory is removed and ``dest`` is untouched. An existing ``dest`` is moved aside,
+    the new directory renamed into place, then the old one deleted: readers see either the old or
+    the new complete directory, never a mix (a crash between the two renames leaves the old one
+    under ``.<name>.old-*`` beside it).
+
+    Args:
+        dest: Final directory. Its parent is created if missing; an existing ``dest`` must be a
+            directory.
+
+    Yields:
+        The temporary directory to fill.
+
+    Raises:
+        InputError: ``dest`` exists and is not a directory.
+    """
+    dest = Path(dest)
+    if dest.exists() and not dest.is_dir():
+        raise InputError(
+            "output path exists and is not a directory",
+            source=str(dest),
+            hint="pass a directory path (it is created or replaced as a whole)",
+        )
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{dest.name}.", suffix=".tmp", dir=dest.parent))
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(tmp, 0o777 & ~umask)
+    try:
+        yield tmp
+        if dest.exists():
+            old = Path(tempfile.mkdtemp(prefix=f".{dest.name}.old-", dir=dest.parent))
+            os.rmdir(old)
+            os.replace(dest, old)
+            os.replace(tmp, dest)
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            os.replace(tmp, dest)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
         raise
 
 

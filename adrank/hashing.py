@@ -115,7 +115,8 @@ def string_id_keys(values: list[str] | np.ndarray) -> np.ndarray:
 def id_keys_from_arrow(arr: pa.Array | pa.ChunkedArray) -> tuple[np.ndarray, np.ndarray]:
     """Convert a flat Arrow array of raw ids to id keys and a validity mask.
 
-    Integer arrays are cast to int64 (their values are the keys). String arrays are dictionary
+    Integer arrays are cast to int64 (their values are the keys); uint64 values of 2**63 and above
+    keep their 64 bits, reinterpreted as int64. String arrays are dictionary
     encoded first, so each distinct string is hashed once per call, not once per row.
 
     Args:
@@ -131,6 +132,10 @@ def id_keys_from_arrow(arr: pa.Array | pa.ChunkedArray) -> tuple[np.ndarray, np.
         arr = arr.combine_chunks()
     t = arr.type
     valid = np.ones(len(arr), dtype=bool) if arr.null_count == 0 else pc.is_valid(arr).to_numpy(zero_copy_only=False)
+    if pa.types.is_uint64(t):
+        # Ids of 2**63 and above do not fit int64; their 64 bits are the key (two's complement).
+        keys = pc.fill_null(arr, 0).to_numpy(zero_copy_only=False).view(np.int64)
+        return np.ascontiguousarray(keys), valid
     if pa.types.is_integer(t):
         keys = pc.fill_null(arr, 0).cast(pa.int64()).to_numpy(zero_copy_only=False)
         return np.ascontiguousarray(keys, dtype=np.int64), valid

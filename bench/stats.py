@@ -42,8 +42,32 @@ _GIB = 1 << 30
 # C1..C26, as used by the DLRM reference code; copied from
 # /work/shared/data/published_cardinalities/cardinalities.json ("criteo_kaggle").
 CRITEO_KAGGLE_CARDINALITIES = [
-    1460, 583, 10131227, 2202608, 305, 24, 12517, 633, 3, 93145, 5683, 8351593, 3194, 27, 14992,
-    5461306, 10, 5652, 2173, 4, 7046547, 18, 15, 286181, 105, 142572,
+    1460,
+    583,
+    10131227,
+    2202608,
+    305,
+    24,
+    12517,
+    633,
+    3,
+    93145,
+    5683,
+    8351593,
+    3194,
+    27,
+    14992,
+    5461306,
+    10,
+    5652,
+    2173,
+    4,
+    7046547,
+    18,
+    15,
+    286181,
+    105,
+    142572,
 ]
 
 DEFAULT_CONFIG: dict[str, Any] = {
@@ -135,7 +159,9 @@ def _zipf_ids(rng: Any, n: int, vocab: int, s: float) -> Any:
     return rank * np.int64(0x9E3779B1) + np.int64(12345)
 
 
-def _stats_run(path: str, out: str, knobs: dict[str, Any], warmup_path: str | None) -> dict[str, Any]:
+def _stats_run(
+    path: str, out: str, knobs: dict[str, Any], warmup_path: str | None
+) -> dict[str, Any]:
     """Warm up, then compute and write stats; return the figures (runs in the measured process)."""
     from sharding_planner import StatsConfig, compute_stats, write_stats
 
@@ -211,7 +237,10 @@ def run(config: dict[str, Any], smoke: bool) -> BenchResult:
     t0 = time.perf_counter()
     path = ensure_data(config, smoke=smoke)
     gen_s = time.perf_counter() - t0
-    knobs = {k: config[k] for k in ("exact_limit", "hll_precision", "heavy_hitters", "batch_rows", "threads")}
+    knobs = {
+        k: config[k]
+        for k in ("exact_limit", "hll_precision", "heavy_hitters", "batch_rows", "threads")
+    }
     with tempfile.TemporaryDirectory(prefix="bench-stats-") as tmp:
         out = str(Path(tmp) / "stats.json")
         if smoke:
@@ -241,7 +270,11 @@ def run(config: dict[str, Any], smoke: bool) -> BenchResult:
         "data_generation_s": gen_s,
     }
     targets = {
-        "wall_s": {"max": config["target_wall_s"], "measured": wall, "met": wall <= config["target_wall_s"]},
+        "wall_s": {
+            "max": config["target_wall_s"],
+            "measured": wall,
+            "met": wall <= config["target_wall_s"],
+        },
         "peak_rss_bytes": {
             "max": config["target_peak_rss_bytes"],
             "measured": peak,
@@ -249,13 +282,16 @@ def run(config: dict[str, Any], smoke: bool) -> BenchResult:
         },
     }
     notes = (
-        f"{figures['features']} int64 features, {figures['sampled_features']} beyond the exact limit "
-        f"(sampled). Time split: parquet decode {figures['read_s']:.1f} s on the reader thread, "
+        f"{figures['features']} int64 features, {figures['sampled_features']} beyond the exact "
+        f"limit (sampled). Time split: parquet decode {figures['read_s']:.1f} s on the reader "
+        "thread, "
         f"sketch updates {figures['sketch_thread_s']:.1f} thread-s over {config['threads']} worker "
         f"threads, summaries {figures['summarize_s']:.1f} s, writing stats.json "
-        f"{figures['write_s']:.1f} s. wall_s excludes the warm-up (numba cache load / first compile: "
-        f"{figures['warmup_s']:.1f} s) and data generation."
+        f"{figures['write_s']:.1f} s. wall_s excludes the warm-up (numba cache load or first "
+        f"compile: {figures['warmup_s']:.1f} s) and data generation."
     )
     if smoke:
         notes += " Smoke size: in-process, peak RSS is the whole test process's."
-    return BenchResult(name="stats", config=dict(config), metrics=metrics, targets=targets, notes=notes)
+    return BenchResult(
+        name="stats", config=dict(config), metrics=metrics, targets=targets, notes=notes
+    )

@@ -17,8 +17,8 @@ value written under an older version decodes with that version's (prefix) layout
 features come back null. Never pickle: the layout is documented here and decodable without Python.
 
 Both directions are vectorised with numpy over a whole batch: encoding fills a packed structured
-array for the fixed part and scatters variable parts with index arithmetic; decoding concatenates the
-values, gathers the fixed part with one fancy index per schema version, and walks the (few)
+array for the fixed part and scatters variable parts with index arithmetic; decoding concatenates
+the values, gathers the fixed part with one fancy index per schema version, and walks the (few)
 variable-width features column by column, never row by row.
 """
 
@@ -92,7 +92,10 @@ def _field(i: int) -> str:
 
 def _make_layout(features: tuple[FeatureSpec, ...]) -> _Layout:
     fields: list[tuple[Any, ...]] = [
-        ("fmt", "u1"), ("schema", "<u2"), ("event", "<i8"), ("created", "<i8"),
+        ("fmt", "u1"),
+        ("schema", "<u2"),
+        ("event", "<i8"),
+        ("created", "<i8"),
         ("nulls", "u1", ((len(features) + 7) // 8,)),
     ]
     fixed_index: dict[str, int] = {}
@@ -117,7 +120,9 @@ def empty_column(spec: FeatureSpec, n: int) -> FeatureColumn:
     if spec.fixed_width:
         shape = (n, spec.dim) if spec.shape is Shape.VECTOR else (n,)
         return FeatureColumn(spec, np.zeros(shape, dtype=spec.dtype.numpy), valid)
-    return FeatureColumn(spec, np.zeros(0, dtype=spec.dtype.numpy), valid, np.zeros(n + 1, dtype=np.int64))
+    return FeatureColumn(
+        spec, np.zeros(0, dtype=spec.dtype.numpy), valid, np.zeros(n + 1, dtype=np.int64)
+    )
 
 
 def check_columns(group: FeatureGroup, columns: Mapping[str, FeatureColumn], n: int) -> None:
@@ -131,35 +136,43 @@ def check_columns(group: FeatureGroup, columns: Mapping[str, FeatureColumn], n: 
     missing = [f for f in group.feature_names if f not in columns]
     unknown = sorted(set(columns) - declared)
     if missing:
-        problems.append(InputError(
-            f"missing columns for features {missing} of group {group.name!r}",
-            source=f"{group.name}: {', '.join(missing)}",
-            hint="pass every feature of the group; use an all-null column for absent values",
-        ))
+        problems.append(
+            InputError(
+                f"missing columns for features {missing} of group {group.name!r}",
+                source=f"{group.name}: {', '.join(missing)}",
+                hint="pass every feature of the group; use an all-null column for absent values",
+            )
+        )
     if unknown:
-        problems.append(InputError(
-            f"columns {unknown} are not features of group {group.name!r} "
-            f"(features: {', '.join(group.feature_names)})",
-            source=f"{group.name}: {', '.join(unknown)}",
-            hint="register the features first (register_group with allow_new_features=True)",
-        ))
+        problems.append(
+            InputError(
+                f"columns {unknown} are not features of group {group.name!r} "
+                f"(features: {', '.join(group.feature_names)})",
+                source=f"{group.name}: {', '.join(unknown)}",
+                hint="register the features first (register_group with allow_new_features=True)",
+            )
+        )
     for spec in group.features:
         col = columns.get(spec.name)
         if col is None:
             continue
         problem = _column_problem(spec, col, n)
         if problem:
-            problems.append(InputError(
-                f"feature {spec.name!r} ({spec.describe()}): {problem}",
-                source=f"{group.name}.{spec.name}",
-            ))
+            problems.append(
+                InputError(
+                    f"feature {spec.name!r} ({spec.describe()}): {problem}",
+                    source=f"{group.name}.{spec.name}",
+                )
+            )
     if problems:
         raise InputError.from_problems(problems)
 
 
 def _column_problem(spec: FeatureSpec, col: FeatureColumn, n: int) -> str | None:
     if col.valid.shape != (n,) or col.valid.dtype != np.bool_:
-        return f"valid must be a bool array of shape ({n},), found {col.valid.dtype} {col.valid.shape}"
+        return (
+            f"valid must be a bool array of shape ({n},), found {col.valid.dtype} {col.valid.shape}"
+        )
     if col.values.dtype != spec.dtype.numpy:
         return f"values must have dtype {spec.dtype.numpy}, found {col.values.dtype}"
     if spec.fixed_width:
@@ -289,6 +302,11 @@ class ValueCodec:
         buf = out.tobytes()
         return [buf[s:e] for s, e in zip(starts.tolist(), ends.tolist(), strict=True)]
 
+    def _specs(self, features: Sequence[str] | None) -> tuple[FeatureSpec, ...]:
+        if features is None:
+            return self.group.features
+        return tuple(self.group.feature(f) for f in features)
+
     def decode(
         self, values: Sequence[bytes | None], features: Sequence[str] | None = None
     ) -> DecodedValues:
@@ -305,97 +323,130 @@ class ValueCodec:
             NotFoundError: A requested feature is not in the group.
             ValueError: A value is corrupt (wrong format byte, unknown schema version, bad lengths).
         """
-        specs = [self.group.feature(f) for f in features] if features is not None else list(self.group.features)
+        specs = self._specs(features)
         n = len(values)
-        found = np.fromiter((v is not None for v in values), dtype=bool, count=n)
-        present: Sequence[bytes] = values if found.all() else [v for v in values if v is not None]  # type: ignore[misc]
+        present = [v for v in values if v is not None]
+        m = len(present)
+        if m == 0:
+            zeros = np.zeros(n, dtype=np.int64)
+            cols = {s.name: empty_column(s, n) for s in specs}
+            return DecodedValues(np.zeros(n, dtype=bool), zeros, zeros.copy(), cols)
+        buf = np.frombuffer(b"".join(present), dtype=np.uint8)
+        lens = np.fromiter(map(len, present), dtype=np.int64, count=m)
+        ends = np.cumsum(lens)
+        starts = ends - lens
+        if lens.min() < HEADER_BYTES:
+            raise ValueError("value shorter than its header")
+        if np.any(buf[starts] != CODEC_FORMAT_VERSION):
+            raise ValueError(f"value codec format is not {CODEC_FORMAT_VERSION}")
+        schema = buf[starts + 1].astype(np.int64) | (buf[starts + 2].astype(np.int64) << 8)
+        if m == n and schema.min() == schema.max():
+            # The common case (every row found, one schema version): decoded arrays are the result.
+            part = self._decode_part(self._layout(int(schema[0])), buf, starts, ends, specs)
+            cols = {}
+            for spec in specs:
+                if spec.name in part.fixed:
+                    vals, valid = part.fixed[spec.name]
+                    cols[spec.name] = FeatureColumn(spec, vals, valid)
+                elif spec.name in part.var:
+                    cols[spec.name] = _gather_var(spec, buf, *part.var[spec.name])
+                else:
+                    cols[spec.name] = empty_column(spec, n)
+            return DecodedValues(np.ones(n, dtype=bool), part.event_us, part.created_us, cols)
+        return self._decode_mixed(values, specs, buf, starts, ends, schema)
+
+    def _decode_mixed(
+        self,
+        values: Sequence[bytes | None],
+        specs: tuple[FeatureSpec, ...],
+        buf: np.ndarray,
+        starts: np.ndarray,
+        ends: np.ndarray,
+        schema: np.ndarray,
+    ) -> DecodedValues:
+        """Missing rows or several schema versions: decode per version and scatter into place."""
+        n = len(values)
+        found = np.array([v is not None for v in values], dtype=bool)
         rows = np.flatnonzero(found)
         event_us = np.zeros(n, dtype=np.int64)
         created_us = np.zeros(n, dtype=np.int64)
-        fixed_out: dict[str, FeatureColumn] = {}
-        var_state: dict[str, tuple[np.ndarray, np.ndarray, np.ndarray]] = {}
+        fixed = {s.name: empty_column(s, n) for s in specs if s.fixed_width}
+        var = {
+            s.name: (np.zeros(n, dtype=bool), np.zeros(n, dtype=np.int64), np.zeros(n, np.int64))
+            for s in specs
+            if not s.fixed_width
+        }
+        for version in np.unique(schema).tolist():
+            sel = np.flatnonzero(schema == version)
+            part = self._decode_part(self._layout(version), buf, starts[sel], ends[sel], specs)
+            out = rows[sel]
+            event_us[out] = part.event_us
+            created_us[out] = part.created_us
+            for name, (vals, valid) in part.fixed.items():
+                fixed[name].values[out] = vals
+                fixed[name].valid[out] = valid
+            for name, arrays in part.var.items():
+                for dest, src in zip(var[name], arrays, strict=True):
+                    dest[out] = src
+        cols = {}
         for spec in specs:
             if spec.fixed_width:
-                fixed_out[spec.name] = empty_column(spec, n)
+                cols[spec.name] = fixed[spec.name]
             else:
-                var_state[spec.name] = (
-                    np.zeros(n, dtype=bool), np.zeros(n, dtype=np.int64), np.zeros(n, dtype=np.int64)
-                )
-        m = len(present)
-        buf = np.frombuffer(b"".join(present), dtype=np.uint8) if m else np.zeros(0, dtype=np.uint8)
-        if m:
-            lens = np.fromiter(map(len, present), dtype=np.int64, count=m)
-            ends = np.cumsum(lens)
-            starts = ends - lens
-            if np.any(lens < HEADER_BYTES):
-                raise ValueError("value shorter than its header")
-            hdr = _gather(buf, starts, HEADER_BYTES).view(_HEADER_DTYPE).reshape(m)
-            if not np.all(hdr["fmt"] == CODEC_FORMAT_VERSION):
-                raise ValueError(f"value codec format is not {CODEC_FORMAT_VERSION}")
-            event_us[rows] = hdr["event"]
-            created_us[rows] = hdr["created"]
-            schema = hdr["schema"]
-            versions = np.unique(schema).tolist()
-            for version in versions:
-                if len(versions) == 1:
-                    part = (starts, ends, rows)
-                else:
-                    sel = np.flatnonzero(schema == version)
-                    part = (starts[sel], ends[sel], rows[sel])
-                self._decode_version(self._layout(int(version)), buf, *part, specs, fixed_out, var_state)
-        columns: dict[str, FeatureColumn] = {}
-        for spec in specs:
-            if spec.fixed_width:
-                columns[spec.name] = fixed_out[spec.name]
-            else:
-                valid, src, counts = var_state[spec.name]
-                columns[spec.name] = _gather_var(spec, buf, valid, src, counts)
-        return DecodedValues(found, event_us, created_us, columns)
+                cols[spec.name] = _gather_var(spec, buf, *var[spec.name])
+        return DecodedValues(found, event_us, created_us, cols)
 
-    def _decode_version(
+    def _decode_part(
         self,
         layout: _Layout,
         buf: np.ndarray,
         starts: np.ndarray,
         ends: np.ndarray,
-        out_rows: np.ndarray,
-        specs: Sequence[FeatureSpec],
-        fixed_out: dict[str, FeatureColumn],
-        var_state: dict[str, tuple[np.ndarray, np.ndarray, np.ndarray]],
-    ) -> None:
+        specs: tuple[FeatureSpec, ...],
+    ) -> _Part:
+        """Decode values of one schema version (all present)."""
         width = layout.fixed_bytes
         m = starts.shape[0]
-        if np.any(ends - starts < width):
+        lens = ends - starts
+        if lens.min() < width:
             raise ValueError("value shorter than its schema's fixed part")
-        if not layout.var_specs and m and np.all(ends - starts == width) and ends[-1] - starts[0] == m * width:
-            # Contiguous equal-width values (the common case): a reshape, no gather.
-            fixed_u8 = buf[int(starts[0]):int(ends[-1])].reshape(m, width)
+        if not layout.var_specs and lens.max() == width and ends[-1] - starts[0] == m * width:
+            # Contiguous equal-width values: a reshape, no gather.
+            fixed_u8 = buf[int(starts[0]) : int(ends[-1])].reshape(m, width)
         else:
             fixed_u8 = _gather(buf, starts, width)
         rec = fixed_u8.view(layout.fixed_dtype).reshape(m)
-        nulls = np.unpackbits(rec["nulls"], axis=1, count=len(layout.features), bitorder="little").astype(bool)
+        nulls = np.unpackbits(rec["nulls"], axis=1, count=len(layout.features), bitorder="little")
         wanted = {s.name for s in specs}
+        part = _Part(rec["event"].astype(np.int64), rec["created"].astype(np.int64), {}, {})
         for name, i in layout.fixed_index.items():
-            if name in fixed_out:
-                col = fixed_out[name]
-                col.values[out_rows] = rec[_field(i)]
-                col.valid[out_rows] = ~nulls[:, i]
+            if name in wanted:
+                part.fixed[name] = (rec[_field(i)].copy(), nulls[:, i] == 0)
         pos = starts + width
         for spec in layout.var_specs:
             if np.any(pos + 4 > ends):
                 raise ValueError(f"value too short for the length of feature {spec.name!r}")
             counts = _gather(buf, pos, 4).view("<u4").reshape(m).astype(np.int64)
-            nbytes = counts * spec.dtype.itemsize
             if spec.name in wanted:
-                valid, src, cnt = var_state[spec.name]
-                valid[out_rows] = ~nulls[:, layout.var_index[spec.name]]
-                src[out_rows] = pos + 4
-                cnt[out_rows] = counts
-            pos = pos + 4 + nbytes
+                valid = nulls[:, layout.var_index[spec.name]] == 0
+                part.var[spec.name] = (valid, pos + 4, counts)
+            pos = pos + 4 + counts * spec.dtype.itemsize
             if np.any(pos > ends):
                 raise ValueError(f"value overruns its length in feature {spec.name!r}")
         if np.any(pos != ends):
             raise ValueError("value length does not match its schema layout")
+        return part
+
+
+@dataclass(frozen=True, slots=True, eq=False)
+class _Part:
+    """Decoded values of one schema version: per-row times, fixed columns ``name -> (values,
+    valid)`` and variable columns ``name -> (valid, data byte start, element count)``."""
+
+    event_us: np.ndarray
+    created_us: np.ndarray
+    fixed: dict[str, tuple[np.ndarray, np.ndarray]]
+    var: dict[str, tuple[np.ndarray, np.ndarray, np.ndarray]]
 
 
 def _gather(buf: np.ndarray, starts: np.ndarray, width: int) -> np.ndarray:
@@ -419,7 +470,8 @@ def _scatter_rows(out: np.ndarray, starts: np.ndarray, rows: np.ndarray) -> None
 
 
 def _range_index(starts: np.ndarray, lengths: np.ndarray) -> np.ndarray:
-    """Concatenation of ``arange(starts[i], starts[i] + lengths[i])`` over i, without a Python loop."""
+    """Concatenation of ``arange(starts[i], starts[i] + lengths[i])`` over i, without a Python
+    loop."""
     total = int(lengths.sum())
     if total == 0:
         return np.zeros(0, dtype=np.int64)
@@ -428,7 +480,11 @@ def _range_index(starts: np.ndarray, lengths: np.ndarray) -> np.ndarray:
 
 
 def _copy_ranges(
-    out: np.ndarray, dest_start: np.ndarray, data: np.ndarray, src_start: np.ndarray, nbytes: np.ndarray
+    out: np.ndarray,
+    dest_start: np.ndarray,
+    data: np.ndarray,
+    src_start: np.ndarray,
+    nbytes: np.ndarray,
 ) -> None:
     if nbytes.shape[0] and nbytes.sum():
         out[_range_index(dest_start, nbytes)] = data[_range_index(src_start, nbytes)]

@@ -1,17 +1,18 @@
-"""Bulk ingest of parquet feature snapshots into a FeatureStore: streamed, atomic per batch, resumable.
+"""Bulk ingest of parquet feature snapshots into a FeatureStore: streamed, atomic per batch,
+resumable.
 
-Each file is read one record batch at a time (bounded memory). A batch's rows, the latest-row updates
-and the file's checkpoint (rows consumed, written, rejected) go into one WriteBatch, so after a crash
-(even SIGKILL) every batch is either fully present with its checkpoint or absent. Re-running the same
-ingest reads the checkpoint and skips the rows already consumed, so nothing is written or counted
-twice. An ingest is identified by the file's content fingerprint
+Each file is read one record batch at a time (bounded memory). A batch's rows, the latest-row
+updates and the file's checkpoint (rows consumed, written, rejected) go into one WriteBatch, so
+after a crash (even SIGKILL) every batch is either fully present with its checkpoint or absent.
+Re-running the same ingest reads the checkpoint and skips the rows already consumed, so nothing is
+written or counted twice. An ingest is identified by the file's content fingerprint
 (:func:`adrank.formats.parquet_file_fingerprint`) and the column mapping, not by its path.
 
 Every column other than the entity, timestamp and created columns is a feature. The group's schema
-is inferred from the parquet schema on the first ingest and must match on later ones (new columns are
-refused unless ``add_features``). Rows with a null entity id, timestamp or created time, a timestamp
-out of range, or a null element inside a list/vector feature are rejected and counted; the first few
-reasons (file, row, column) are kept in the report.
+is inferred from the parquet schema on the first ingest and must match on later ones (new columns
+are refused unless ``add_features``). Rows with a null entity id, timestamp or created time, a
+timestamp out of range, or a null element inside a list/vector feature are rejected and counted;
+the first few reasons (file, row, column) are kept in the report.
 """
 
 from __future__ import annotations
@@ -112,8 +113,8 @@ def infer_group(
         The declaration (schema version 1).
 
     Raises:
-        InputError: Missing key columns, unsupported types, no feature columns; every problem at once,
-            each naming the file and column.
+        InputError: Missing key columns, unsupported types, no feature columns; every problem at
+            once, each naming the file and column.
     """
     problems: list[InputError] = []
     names = set(schema.names)
@@ -122,24 +123,31 @@ def infer_group(
         key_cols.append(("created", created_column))
     for role, col in key_cols:
         if col not in names:
-            problems.append(InputError(
-                f"{role} column {col!r} not found; columns are: {', '.join(schema.names)}",
-                source=f"{source}:{col}", hint=f"pass the right --{role}-column",
-            ))
+            problems.append(
+                InputError(
+                    f"{role} column {col!r} not found; columns are: {', '.join(schema.names)}",
+                    source=f"{source}:{col}",
+                    hint=f"pass the right --{role}-column",
+                )
+            )
     kind = EntityIdKind.INT
     if entity_column in names:
         try:
             kind = entity_kind_from_arrow(schema.field(entity_column).type, entity_column, source)
         except InputError as exc:
             problems.append(exc)
-    for col in (timestamp_column, created_column):
-        if col is not None and col in names:
+    for time_col in (timestamp_column, created_column):
+        if time_col is not None and time_col in names:
+            col = time_col
             t = schema.field(col).type
             if not (pa.types.is_timestamp(t) or pa.types.is_integer(t)):
-                problems.append(InputError(
-                    f"time column {col!r} has type {t}; expected a timestamp or an integer",
-                    source=f"{source}:{col}", hint="cast it, or pass --timestamp-unit for integers",
-                ))
+                problems.append(
+                    InputError(
+                        f"time column {col!r} has type {t}; expected a timestamp or an integer",
+                        source=f"{source}:{col}",
+                        hint="cast it, or pass --timestamp-unit for integers",
+                    )
+                )
     features: list[FeatureSpec] = []
     keys = {entity_column, timestamp_column, created_column}
     for fld in schema:
@@ -150,10 +158,13 @@ def infer_group(
         except InputError as exc:
             problems.append(exc)
     if not features and not problems:
-        problems.append(InputError(
-            "no feature columns: every column is the entity, timestamp or created column",
-            source=source, hint="a snapshot needs at least one feature column",
-        ))
+        problems.append(
+            InputError(
+                "no feature columns: every column is the entity, timestamp or created column",
+                source=source,
+                hint="a snapshot needs at least one feature column",
+            )
+        )
     if problems:
         raise InputError.from_problems(problems)
     if entity_type is None:
@@ -197,8 +208,8 @@ def ingest_parquet(
         timestamp_column: Column of event times.
         created_column: Column of created times (corrections); without it every row's created time
             is 0, so a later row with the same entity and event time replaces an earlier one.
-        entity_type: Entity type for a new group (default: ``entity_column`` without ``_id``); for an
-            existing group it must match.
+        entity_type: Entity type for a new group (default: ``entity_column`` without ``_id``);
+            for an existing group it must match.
         ttl_s: TTL in seconds to set on the group; None keeps the stored TTL (none for a new group).
         timestamp_unit: Unit of integer time columns: ``s``, ``ms``, ``us`` or ``ns``.
         batch_rows: Rows per record batch / WriteBatch.
@@ -210,8 +221,8 @@ def ingest_parquet(
 
     Raises:
         NotFoundError: A file does not exist.
-        InputError: Bad arguments, a file that is not parquet or lacks a column, or a schema that does
-            not match the group (every problem at once, naming file and column).
+        InputError: Bad arguments, a file that is not parquet or lacks a column, or a schema that
+            does not match the group (every problem at once, naming file and column).
         StoreError: RocksDB failed; batches committed so far stay, and a re-run resumes after them.
     """
     start = time.perf_counter()
@@ -223,20 +234,37 @@ def ingest_parquet(
     if batch_rows <= 0:
         raise InputError(f"batch_rows must be positive, found {batch_rows}", source="batch_rows")
     if not files:
-        raise InputError("no input files given", source="files", hint="pass one or more parquet files")
+        raise InputError(
+            "no input files given", source="files", hint="pass one or more parquet files"
+        )
     decl, plans = _validate_inputs(
-        store, files, group=group, entity_column=entity_column, timestamp_column=timestamp_column,
-        created_column=created_column, entity_type=entity_type, ttl_s=ttl_s,
-        timestamp_unit=timestamp_unit, add_features=add_features,
+        store,
+        files,
+        group=group,
+        entity_column=entity_column,
+        timestamp_column=timestamp_column,
+        created_column=created_column,
+        entity_type=entity_type,
+        ttl_s=ttl_s,
+        timestamp_unit=timestamp_unit,
+        add_features=add_features,
     )
     stored = store.register_group(decl, allow_new_features=add_features)
     reports = []
     for plan in plans:
-        reports.append(_ingest_file(
-            store, stored, plan, entity_column=entity_column, timestamp_column=timestamp_column,
-            created_column=created_column, timestamp_unit=timestamp_unit, batch_rows=batch_rows,
-            progress=progress,
-        ))
+        reports.append(
+            _ingest_file(
+                store,
+                stored,
+                plan,
+                entity_column=entity_column,
+                timestamp_column=timestamp_column,
+                created_column=created_column,
+                timestamp_unit=timestamp_unit,
+                batch_rows=batch_rows,
+                progress=progress,
+            )
+        )
     return IngestReport(store.group(group), tuple(reports), time.perf_counter() - start)
 
 
@@ -274,8 +302,14 @@ def _validate_inputs(
             raise InputError(f"cannot read parquet metadata: {exc}", source=path) from exc
         try:
             file_decl = infer_group(
-                schema, group=group, entity_column=entity_column, timestamp_column=timestamp_column,
-                created_column=created_column, entity_type=entity_type, ttl_s=ttl_s, source=path,
+                schema,
+                group=group,
+                entity_column=entity_column,
+                timestamp_column=timestamp_column,
+                created_column=created_column,
+                entity_type=entity_type,
+                ttl_s=ttl_s,
+                source=path,
             )
             if merged is None:
                 merged = file_decl
@@ -284,13 +318,20 @@ def _validate_inputs(
                     merged, file_decl, allow_new_features=add_features, source=path
                 )
         except InputError as exc:
-            problems.append(exc if exc.source else InputError(exc.message, source=path, hint=exc.hint))
+            problems.append(
+                exc if exc.source else InputError(exc.message, source=path, hint=exc.hint)
+            )
             continue
-        ingest_id = fingerprint({
-            "file": file_fp, "group": group, "entity_column": entity_column,
-            "timestamp_column": timestamp_column, "created_column": created_column,
-            "timestamp_unit": timestamp_unit,
-        })
+        ingest_id = fingerprint(
+            {
+                "file": file_fp,
+                "group": group,
+                "entity_column": entity_column,
+                "timestamp_column": timestamp_column,
+                "created_column": created_column,
+                "timestamp_unit": timestamp_unit,
+            }
+        )
         plans.append(_Plan(path, file_fp, ingest_id, num_rows))
     if problems:
         raise InputError.from_problems(problems)
@@ -311,16 +352,35 @@ def _ingest_file(
     progress: Callable[[int], None] | None,
 ) -> FileIngestReport:
     start = time.perf_counter()
-    cp = store.checkpoint(group.name, plan.ingest_id) or IngestCheckpoint(plan.ingest_id, plan.path, batch_rows)
+    cp = store.checkpoint(group.name, plan.ingest_id) or IngestCheckpoint(
+        plan.ingest_id, plan.path, batch_rows
+    )
     if cp.done:
-        logger.info("skipping %s: already ingested into %s (%d rows)", plan.path, group.name, cp.rows_written)
+        logger.info(
+            "skipping %s: already ingested into %s (%d rows)",
+            plan.path,
+            group.name,
+            cp.rows_written,
+        )
         return FileIngestReport(
-            plan.path, plan.ingest_id, cp.batches_committed, cp.batches_committed, 0, 0, (),
-            cp.rows_written, cp.rows_rejected,
+            plan.path,
+            plan.ingest_id,
+            cp.batches_committed,
+            cp.batches_committed,
+            0,
+            0,
+            (),
+            cp.rows_written,
+            cp.rows_rejected,
         )
     skip_rows = cp.rows_written + cp.rows_rejected
     if skip_rows:
-        logger.info("resuming %s after %d committed rows (%d batches)", plan.path, skip_rows, cp.batches_committed)
+        logger.info(
+            "resuming %s after %d committed rows (%d batches)",
+            plan.path,
+            skip_rows,
+            cp.batches_committed,
+        )
     written = rejected = batches_written = 0
     examples: list[str] = []
     columns = [entity_column, timestamp_column] + ([created_column] if created_column else [])
@@ -328,13 +388,23 @@ def _ingest_file(
     row_base = skip_rows
     for batch in _batches(plan.path, columns, batch_rows, skip_rows):
         keys, event_us, created_us, feats, bad, reasons = _prepare(
-            batch, group, plan.path, row_base, entity_column=entity_column,
-            timestamp_column=timestamp_column, created_column=created_column, timestamp_unit=timestamp_unit,
+            batch,
+            group,
+            plan.path,
+            row_base,
+            entity_column=entity_column,
+            timestamp_column=timestamp_column,
+            created_column=created_column,
+            timestamp_unit=timestamp_unit,
         )
         n_ok = int(keys.shape[0])
         cp = IngestCheckpoint(
-            plan.ingest_id, plan.path, batch_rows, cp.batches_committed + 1,
-            cp.rows_written + n_ok, cp.rows_rejected + bad,
+            plan.ingest_id,
+            plan.path,
+            batch_rows,
+            cp.batches_committed + 1,
+            cp.rows_written + n_ok,
+            cp.rows_rejected + bad,
         )
         store.write_keys(group.name, keys, event_us, feats, created_us=created_us, checkpoint=cp)
         written += n_ok
@@ -345,18 +415,36 @@ def _ingest_file(
         if progress is not None:
             progress(batch.num_rows)
     cp = IngestCheckpoint(
-        cp.ingest_id, cp.source, cp.batch_rows, cp.batches_committed, cp.rows_written, cp.rows_rejected, done=True
+        cp.ingest_id,
+        cp.source,
+        cp.batch_rows,
+        cp.batches_committed,
+        cp.rows_written,
+        cp.rows_rejected,
+        done=True,
     )
     _mark_done(store, group, cp)
     elapsed = time.perf_counter() - start
     logger.info(
         "ingested %s into %s: %d rows written, %d rejected, %d batches in %.1f s (%.0f rows/s)",
-        plan.path, group.name, written, rejected, batches_written, elapsed,
+        plan.path,
+        group.name,
+        written,
+        rejected,
+        batches_written,
+        elapsed,
         (written + rejected) / elapsed if elapsed > 0 else 0.0,
     )
     return FileIngestReport(
-        plan.path, plan.ingest_id, cp.batches_committed, cp.batches_committed - batches_written,
-        written, rejected, tuple(examples), cp.rows_written, cp.rows_rejected,
+        plan.path,
+        plan.ingest_id,
+        cp.batches_committed,
+        cp.batches_committed - batches_written,
+        written,
+        rejected,
+        tuple(examples),
+        cp.rows_written,
+        cp.rows_rejected,
     )
 
 
@@ -364,11 +452,16 @@ def _mark_done(store: FeatureStore, group: FeatureGroup, cp: IngestCheckpoint) -
     from feature_service.codec import empty_column
 
     empty = {s.name: empty_column(s, 0) for s in group.features}
-    store.write_keys(group.name, np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.int64), empty, checkpoint=cp)
+    store.write_keys(
+        group.name, np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.int64), empty, checkpoint=cp
+    )
 
 
-def _batches(path: str, columns: list[str], batch_rows: int, skip_rows: int) -> Iterator[pa.RecordBatch]:
-    """Record batches of ``path`` after its first ``skip_rows`` rows (whole row groups skipped unread)."""
+def _batches(
+    path: str, columns: list[str], batch_rows: int, skip_rows: int
+) -> Iterator[pa.RecordBatch]:
+    """Record batches of ``path`` after its first ``skip_rows`` rows (leading row groups wholly
+    inside the skipped rows are not read)."""
     try:
         pf = pq.ParquetFile(path)
         meta = pf.metadata
@@ -390,7 +483,9 @@ def _batches(path: str, columns: list[str], batch_rows: int, skip_rows: int) -> 
                 drop = 0
             yield batch
     except (pa.ArrowException, OSError) as exc:
-        raise InputError(f"cannot read parquet data: {exc}", source=path, hint="the file may be corrupt") from exc
+        raise InputError(
+            f"cannot read parquet data: {exc}", source=path, hint="the file may be corrupt"
+        ) from exc
 
 
 def _prepare(
@@ -404,7 +499,11 @@ def _prepare(
     created_column: str | None,
     timestamp_unit: str,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, dict[str, FeatureColumn], int, list[str]]:
-    """Validate and convert one batch: (id keys, event_us, created_us, columns, rejected, reasons)."""
+    """Validate and convert one batch.
+
+    Returns:
+        ``(id keys, event_us, created_us, columns, rows rejected, reasons)`` for the kept rows.
+    """
     n = batch.num_rows
     reject = np.zeros(n, dtype=bool)
     reasons: list[str] = []
@@ -419,10 +518,13 @@ def _prepare(
     ent = batch.column(entity_column)
     if ent.null_count:
         flag(_nulls(ent), "null entity id", entity_column)
-    event_us = _times_us(batch.column(timestamp_column), timestamp_unit, path, timestamp_column, flag)
+    event_us = _times_us(
+        batch.column(timestamp_column), timestamp_unit, path, timestamp_column, flag
+    )
     created_us = (
         _times_us(batch.column(created_column), timestamp_unit, path, created_column, flag)
-        if created_column else np.zeros(n, dtype=np.int64)
+        if created_column
+        else np.zeros(n, dtype=np.int64)
     )
     for spec in group.features:
         if spec.shape is not Shape.SCALAR:
@@ -451,9 +553,13 @@ def _times_us(arr: pa.Array, unit: str, path: str, column: str, flag: _Flag) -> 
         flag(_nulls(arr), "null time", column)
     try:
         if pa.types.is_timestamp(arr.type):
-            raw = pc.fill_null(arr.cast(pa.timestamp("us", tz=arr.type.tz), safe=False), 0).cast(pa.int64())
+            raw = pc.fill_null(arr.cast(pa.timestamp("us", tz=arr.type.tz), safe=False), 0).cast(
+                pa.int64()
+            )
             return np.ascontiguousarray(raw.to_numpy(zero_copy_only=False), dtype=np.int64)
-        values = pc.fill_null(arr, 0).cast(pa.int64()).to_numpy(zero_copy_only=False).astype(np.int64)
+        values = (
+            pc.fill_null(arr, 0).cast(pa.int64()).to_numpy(zero_copy_only=False).astype(np.int64)
+        )
     except pa.ArrowException as exc:
         raise InputError(f"cannot convert times: {exc}", source=f"{path}:{column}") from exc
     factor = TIMESTAMP_UNITS[unit]
@@ -486,7 +592,9 @@ def _rows_with_null_elements(arr: pa.Array) -> np.ndarray | None:
 def _entity_keys(arr: pa.Array, kind: EntityIdKind, path: str, column: str) -> np.ndarray:
     try:
         if kind is EntityIdKind.INT:
-            return np.ascontiguousarray(arr.cast(pa.int64()).to_numpy(zero_copy_only=False), dtype=np.int64)
+            return np.ascontiguousarray(
+                arr.cast(pa.int64()).to_numpy(zero_copy_only=False), dtype=np.int64
+            )
         from adrank.hashing import id_keys_from_arrow
 
         keys, _valid = id_keys_from_arrow(arr)
@@ -495,7 +603,9 @@ def _entity_keys(arr: pa.Array, kind: EntityIdKind, path: str, column: str) -> n
         raise InputError(f"entity ids do not fit int64: {exc}", source=f"{path}:{column}") from exc
 
 
-def columns_from_arrow(batch: pa.RecordBatch | pa.Table, group: FeatureGroup, source: str) -> dict[str, FeatureColumn]:
+def columns_from_arrow(
+    batch: pa.RecordBatch | pa.Table, group: FeatureGroup, source: str
+) -> dict[str, FeatureColumn]:
     """Convert a batch's feature columns to :class:`FeatureColumn` (mostly zero-copy).
 
     Args:
@@ -520,7 +630,8 @@ def columns_from_arrow(batch: pa.RecordBatch | pa.Table, group: FeatureGroup, so
         except pa.ArrowException as exc:
             raise InputError(
                 f"cannot convert column {spec.name!r} to {spec.describe()}: {exc}",
-                source=f"{source}:{spec.name}", hint="cast the column to the group's type",
+                source=f"{source}:{spec.name}",
+                hint="cast the column to the group's type",
             ) from exc
     return out
 
@@ -554,8 +665,10 @@ def _column(arr: pa.Array, spec: FeatureSpec) -> FeatureColumn:
             arr = arr.dictionary_decode()
         arr = arr.cast(pa.large_string())
         bufs = arr.buffers()
-        offsets = np.frombuffer(bufs[1], dtype=np.int64)[arr.offset: arr.offset + n + 1]
-        data = np.frombuffer(bufs[2], dtype=np.uint8) if bufs[2] is not None else np.zeros(0, np.uint8)
+        offsets = np.frombuffer(bufs[1], dtype=np.int64)[arr.offset : arr.offset + n + 1]
+        data = (
+            np.frombuffer(bufs[2], dtype=np.uint8) if bufs[2] is not None else np.zeros(0, np.uint8)
+        )
         return FeatureColumn(spec, data, valid, offsets)
     if spec.shape is Shape.SCALAR:
         return FeatureColumn(spec, _flat_numpy(arr, spec.dtype), valid)
@@ -564,5 +677,5 @@ def _column(arr: pa.Array, spec: FeatureSpec) -> FeatureColumn:
         child = arr.values.slice(arr.offset * d, n * d)
         return FeatureColumn(spec, _flat_numpy(child, spec.dtype).reshape(n, d), valid)
     arr = arr.cast(pa.large_list(_ARROW_TYPES[spec.dtype]))
-    offsets = np.frombuffer(arr.buffers()[1], dtype=np.int64)[arr.offset: arr.offset + n + 1]
+    offsets = np.frombuffer(arr.buffers()[1], dtype=np.int64)[arr.offset : arr.offset + n + 1]
     return FeatureColumn(spec, _flat_numpy(arr.values, spec.dtype), valid, offsets)

@@ -1,7 +1,8 @@
 """RocksDB key layouts of the feature store: a leading format-version byte, then fixed-width fields.
 
-Keys are built from numpy arrays in one vectorised pass, never from protobuf or pickle bytes (neither
-is deterministic). All integers are big-endian so that RocksDB's bytewise order is numeric order.
+Keys are built from numpy arrays in one vectorised pass, never from protobuf or pickle bytes
+(neither is deterministic). All integers are big-endian so that RocksDB's bytewise order is
+numeric order.
 
 Version rows (column family ``versions:<group>``), 25 bytes::
 
@@ -13,8 +14,8 @@ Version rows (column family ``versions:<group>``), 25 bytes::
   newest event comes first; ``~created`` likewise puts the newest correction first among versions
   with the same event time.
 
-Hence "as of t" is one seek to ``[ver][entity][~t]`` (17 bytes): the first key at or after it with the
-same 9-byte entity prefix is the newest version with ``event <= t``, ties broken by the latest
+Hence "as of t" is one seek to ``[ver][entity][~t]`` (17 bytes): the first key at or after it with
+the same 9-byte entity prefix is the newest version with ``event <= t``, ties broken by the latest
 ``created``. The ``latest:<group>`` column family holds one row per entity under the 9-byte key
 ``[ver][entity]`` with a copy of the entity's newest version, so "latest" reads are one multi_get.
 
@@ -25,6 +26,7 @@ Meta rows (column family ``meta``): ``[ver][tag u8][utf-8 text...]``, see :func:
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import cast
 
 import numpy as np
 
@@ -51,7 +53,8 @@ KEY_FORMAT_VERSION = 1
 """First byte of every key this module builds; a reader refuses keys of another version."""
 
 ENTITY_PREFIX_BYTES = 9
-"""Bytes of ``[ver][entity]``: the whole latest-row key and the prefix of an entity's version rows."""
+"""Bytes of ``[ver][entity]``: the whole latest-row key, and the prefix of an entity's version
+rows."""
 SEEK_KEY_BYTES = 17
 """Bytes of ``[ver][entity][~event]``, the as-of seek target."""
 VERSION_KEY_BYTES = 25
@@ -84,7 +87,7 @@ def split_fixed(buf: bytes | np.ndarray, width: int) -> list[bytes]:
     strips trailing zero bytes) at ~70 ns per record.
     """
     arr = np.frombuffer(buf, dtype=np.uint8) if isinstance(buf, bytes) else buf.view(np.uint8)
-    return arr.reshape(-1).view(np.dtype((np.void, width))).tolist()
+    return cast("list[bytes]", arr.reshape(-1).view(np.dtype((np.void, width))).tolist())
 
 
 def latest_keys(id_keys: np.ndarray | Sequence[int]) -> list[bytes]:
@@ -121,7 +124,9 @@ def version_keys(
     return split_fixed(rec.view(np.uint8), _VERSION_DTYPE.itemsize)
 
 
-def seek_keys(id_keys: np.ndarray | Sequence[int], as_of_us: np.ndarray | Sequence[int] | int) -> list[bytes]:
+def seek_keys(
+    id_keys: np.ndarray | Sequence[int], as_of_us: np.ndarray | Sequence[int] | int
+) -> list[bytes]:
     """As-of seek targets ``[ver][entity][~as_of]`` (17 bytes) for n entities.
 
     Args:

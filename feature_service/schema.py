@@ -71,7 +71,11 @@ def validate_group(group: FeatureGroup) -> None:
     if not group.features:
         problems.append(InputError("a feature group needs at least one feature", source=src))
     if group.ttl_s is not None and (not isinstance(group.ttl_s, int) or group.ttl_s <= 0):
-        problems.append(InputError(f"ttl_s must be a positive integer or None, found {group.ttl_s!r}", source=src))
+        problems.append(
+            InputError(
+                f"ttl_s must be a positive integer or None, found {group.ttl_s!r}", source=src
+            )
+        )
     seen: set[str] = set()
     for spec in group.features:
         fsrc = f"{group.name}.{spec.name}"
@@ -79,29 +83,56 @@ def validate_group(group: FeatureGroup) -> None:
         if p:
             problems.append(InputError(p, source=fsrc))
         if spec.name in RESERVED_NAMES:
-            problems.append(InputError(
-                f"feature name {spec.name!r} is reserved for read results ({', '.join(sorted(RESERVED_NAMES))})",
-                source=fsrc, hint="rename the column, or pass it as the entity/timestamp/created column",
-            ))
+            problems.append(
+                InputError(
+                    f"feature name {spec.name!r} is reserved for read results "
+                    f"({', '.join(sorted(RESERVED_NAMES))})",
+                    source=fsrc,
+                    hint="rename the column, or pass it as the entity/timestamp/created column",
+                )
+            )
         if spec.name in seen:
             problems.append(InputError(f"feature {spec.name!r} is declared twice", source=fsrc))
         seen.add(spec.name)
         if spec.shape is Shape.VECTOR and not 0 < spec.dim <= _MAX_VECTOR_DIM:
-            problems.append(InputError(f"vector feature {spec.name!r} needs 0 < dim <= {_MAX_VECTOR_DIM}, found {spec.dim}", source=fsrc))
+            problems.append(
+                InputError(
+                    f"vector feature {spec.name!r} needs 0 < dim <= {_MAX_VECTOR_DIM}, found "
+                    f"{spec.dim}",
+                    source=fsrc,
+                )
+            )
         if spec.shape is not Shape.VECTOR and spec.dim != 0:
-            problems.append(InputError(f"feature {spec.name!r} is {spec.shape.value} but has dim={spec.dim}", source=fsrc))
+            problems.append(
+                InputError(
+                    f"feature {spec.name!r} is {spec.shape.value} but has dim={spec.dim}",
+                    source=fsrc,
+                )
+            )
         if spec.dtype is Dtype.STRING and spec.shape is not Shape.SCALAR:
-            problems.append(InputError(
-                f"feature {spec.name!r}: strings are supported only as scalars, found {spec.shape.value}",
-                source=fsrc, hint="hash string ids to int64 keys (adrank.hashing.string_id_keys) for list features",
-            ))
+            problems.append(
+                InputError(
+                    f"feature {spec.name!r}: strings are supported only as scalars, found "
+                    f"{spec.shape.value}",
+                    source=fsrc,
+                    hint="hash string ids to int64 keys (adrank.hashing.string_id_keys) for "
+                    "list features",
+                )
+            )
         if not 1 <= spec.since_version <= group.schema_version:
-            problems.append(InputError(
-                f"feature {spec.name!r} has since_version {spec.since_version} outside 1..{group.schema_version}",
-                source=fsrc,
-            ))
+            problems.append(
+                InputError(
+                    f"feature {spec.name!r} has since_version {spec.since_version} outside "
+                    f"1..{group.schema_version}",
+                    source=fsrc,
+                )
+            )
     if group.schema_version < 1 or group.schema_version > 0xFFFF:
-        problems.append(InputError(f"schema_version must be in 1..65535, found {group.schema_version}", source=src))
+        problems.append(
+            InputError(
+                f"schema_version must be in 1..65535, found {group.schema_version}", source=src
+            )
+        )
     if problems:
         raise InputError.from_problems(problems)
 
@@ -135,40 +166,59 @@ def merge_group(
         return f"{source}:{feature}" if source else f"{stored.name}.{feature}"
 
     if incoming.entity_type != stored.entity_type:
-        problems.append(InputError(
-            f"group {stored.name!r} holds entity type {stored.entity_type!r}, not {incoming.entity_type!r}",
-            source=src, hint="use another group name for another entity type",
-        ))
+        problems.append(
+            InputError(
+                f"group {stored.name!r} holds entity type {stored.entity_type!r}, not "
+                f"{incoming.entity_type!r}",
+                source=src,
+                hint="use another group name for another entity type",
+            )
+        )
     if incoming.entity_id_kind is not stored.entity_id_kind:
-        problems.append(InputError(
-            f"group {stored.name!r} has {stored.entity_id_kind.value} entity ids, not {incoming.entity_id_kind.value}",
-            source=src, hint="cast the entity column to the stored id type",
-        ))
+        problems.append(
+            InputError(
+                f"group {stored.name!r} has {stored.entity_id_kind.value} entity ids, not "
+                f"{incoming.entity_id_kind.value}",
+                source=src,
+                hint="cast the entity column to the stored id type",
+            )
+        )
     by_name = {f.name: f for f in incoming.features}
     for spec in stored.features:
         new = by_name.get(spec.name)
         if new is None:
-            problems.append(InputError(
-                f"feature {spec.name!r} ({spec.describe()}) is stored in group {stored.name!r} but missing "
-                "from the new schema",
-                source=where(spec.name),
-                hint="features cannot be removed; add the column (nulls allowed) or use a new group",
-            ))
+            problems.append(
+                InputError(
+                    f"feature {spec.name!r} ({spec.describe()}) is stored in group "
+                    f"{stored.name!r} but missing "
+                    "from the new schema",
+                    source=where(spec.name),
+                    hint="features cannot be removed; add the column (nulls allowed) or use a "
+                    "new group",
+                )
+            )
         elif (new.dtype, new.shape, new.dim) != (spec.dtype, spec.shape, spec.dim):
-            problems.append(InputError(
-                f"feature {spec.name!r} is stored as {spec.describe()}, the new schema has {new.describe()}",
-                source=where(spec.name),
-                hint="cast the column to the stored type, or use a new feature name",
-            ))
+            problems.append(
+                InputError(
+                    f"feature {spec.name!r} is stored as {spec.describe()}, the new schema has "
+                    f"{new.describe()}",
+                    source=where(spec.name),
+                    hint="cast the column to the stored type, or use a new feature name",
+                )
+            )
     stored_names = set(stored.feature_names)
     added = [f for f in incoming.features if f.name not in stored_names]
     if added and not allow_new_features:
         names = [f.name for f in added]
-        problems.append(InputError(
-            f"features {names} are not in group {stored.name!r} (it has: {', '.join(stored.feature_names)})",
-            source=", ".join(where(n) for n in names),
-            hint="allow new features (--add-features / allow_new_features=True) or drop the columns",
-        ))
+        problems.append(
+            InputError(
+                f"features {names} are not in group {stored.name!r} "
+                f"(it has: {', '.join(stored.feature_names)})",
+                source=", ".join(where(n) for n in names),
+                hint="allow new features (--add-features / allow_new_features=True) or drop "
+                "the columns",
+            )
+        )
     if problems:
         raise InputError.from_problems(problems)
     version = stored.schema_version + (1 if added else 0)
@@ -193,8 +243,13 @@ def group_to_json(group: FeatureGroup) -> dict[str, Any]:
         "ttl_s": group.ttl_s,
         "schema_version": group.schema_version,
         "features": [
-            {"name": f.name, "dtype": f.dtype.value, "shape": f.shape.value, "dim": f.dim,
-             "since_version": f.since_version}
+            {
+                "name": f.name,
+                "dtype": f.dtype.value,
+                "shape": f.shape.value,
+                "dim": f.dim,
+                "since_version": f.since_version,
+            }
             for f in group.features
         ],
     }
@@ -214,13 +269,23 @@ def group_from_json(doc: Mapping[str, Any]) -> FeatureGroup:
         )
     try:
         features = tuple(
-            FeatureSpec(f["name"], Dtype(f["dtype"]), Shape(f["shape"]), int(f["dim"]), int(f["since_version"]))
+            FeatureSpec(
+                f["name"],
+                Dtype(f["dtype"]),
+                Shape(f["shape"]),
+                int(f["dim"]),
+                int(f["since_version"]),
+            )
             for f in doc["features"]
         )
         ttl = doc["ttl_s"]
         group = FeatureGroup(
-            doc["name"], doc["entity_type"], EntityIdKind(doc["entity_id_kind"]), features,
-            None if ttl is None else int(ttl), int(doc["schema_version"]),
+            doc["name"],
+            doc["entity_type"],
+            EntityIdKind(doc["entity_id_kind"]),
+            features,
+            None if ttl is None else int(ttl),
+            int(doc["schema_version"]),
         )
     except (KeyError, TypeError) as exc:
         raise ValueError(f"malformed group document: {exc!r}") from exc
@@ -278,14 +343,18 @@ def spec_from_arrow_field(field: pa.Field, source: str) -> FeatureSpec:
             return FeatureSpec(field.name, inner, Shape.LIST)
         hint = (
             "hash string ids to int64 keys first (adrank.hashing.string_id_keys)"
-            if _is_string(vt) else "cast the elements to int64, float32, float64 or bool"
+            if _is_string(vt)
+            else "cast the elements to int64, float32, float64 or bool"
         )
         raise InputError(
-            f"list column {field.name!r} has elements of type {vt}; feature lists hold int64, float or bool",
-            source=f"{source}:{field.name}", hint=hint,
+            f"list column {field.name!r} has elements of type {vt}; feature lists hold int64, "
+            "float or bool",
+            source=f"{source}:{field.name}",
+            hint=hint,
         )
     raise InputError(
-        f"column {field.name!r} has type {t}, which is not a feature type (int, float, bool, string, "
+        f"column {field.name!r} has type {t}, which is not a feature type (int, float, bool, "
+        "string, "
         "timestamp, or a list / fixed-size list of numbers)",
         source=f"{source}:{field.name}",
         hint="cast or drop the column before ingesting",

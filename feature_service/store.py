@@ -11,9 +11,10 @@ On-disk layout (one RocksDB database, raw byte keys and values, see :mod:`featur
   latest read for hundreds of entities is one multi_get.
 
 Every write is one RocksDB WriteBatch covering version rows, latest rows and (for ingest) the
-checkpoint, so it is all or nothing across column families; the WAL makes a committed batch survive a
-killed process. The latest row is updated only when the incoming ``(event_us, created_us)`` is at
-least the stored one, under a lock, so it always equals the first version row of its entity.
+checkpoint, so it is all or nothing across column families; the WAL makes a committed batch
+survive a killed process. The latest row is updated only when the incoming
+``(event_us, created_us)`` is at least the stored one, under a lock, so it always equals the first
+version row of its entity.
 
 Thread safety: reads may run from many threads; writes, registration and compaction serialise on an
 internal lock. One process opens a store read-write at a time (RocksDB's lock); any number may open
@@ -30,7 +31,7 @@ import time
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import asdict
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import pyarrow as pa
@@ -101,7 +102,9 @@ class _GroupHandles:
 
     __slots__ = ("group", "codec", "versions", "latest", "versions_h", "latest_h")
 
-    def __init__(self, group: FeatureGroup, versions: Rdict, latest: Rdict, versions_h: Any, latest_h: Any) -> None:
+    def __init__(
+        self, group: FeatureGroup, versions: Rdict, latest: Rdict, versions_h: Any, latest_h: Any
+    ) -> None:
         self.group = group
         self.codec = ValueCodec(group)
         self.versions = versions
@@ -170,11 +173,15 @@ class FeatureStore:
         exists = (p / "CURRENT").exists()
         if not exists and (read_only or not create):
             raise NotFoundError(
-                "no feature store at this path", source=spath,
+                "no feature store at this path",
+                source=spath,
                 hint="create it with `adrank ingest --store PATH ...` or FeatureStore.open(path)",
             )
         if block_cache_bytes < 0:
-            raise InputError(f"block_cache_bytes must be >= 0, found {block_cache_bytes}", source="block_cache_bytes")
+            raise InputError(
+                f"block_cache_bytes must be >= 0, found {block_cache_bytes}",
+                source="block_cache_bytes",
+            )
         with _rocks("open the store", spath):
             cache = Cache(max(block_cache_bytes, 1 << 20))
             cf_options = _cf_options(cache)
@@ -186,11 +193,18 @@ class FeatureStore:
             names = Rdict.list_cf(spath) if exists else ["default", _META_CF]
             if exists and _META_CF not in names:
                 raise InputError(
-                    "this RocksDB database is not an adrank feature store (no 'meta' column family)",
-                    source=spath, hint="pass the directory of a store created by adrank ingest",
+                    "this RocksDB database is not an adrank feature store (no 'meta' column "
+                    "family)",
+                    source=spath,
+                    hint="pass the directory of a store created by adrank ingest",
                 )
             access = AccessType.read_only(False) if read_only else AccessType.read_write()
-            db = Rdict(spath, db_options, column_families={n: cf_options for n in names}, access_type=access)
+            db = Rdict(
+                spath,
+                db_options,
+                column_families={n: cf_options for n in names},
+                access_type=access,
+            )
         store = cls(db, spath, read_only, cf_options)
         try:
             store._load(names)
@@ -198,7 +212,9 @@ class FeatureStore:
             store.close()
             raise
         logger.info(
-            "opened feature store %s (%s, %d groups)", spath, "read-only" if read_only else "read-write",
+            "opened feature store %s (%s, %d groups)",
+            spath,
+            "read-only" if read_only else "read-write",
             len(store._groups),
         )
         return store
@@ -218,19 +234,24 @@ class FeatureStore:
             doc = _json(marker, f"{self._path} (store marker)")
             if doc.get("kind") != _STORE_KIND or doc.get("format_version") != STORE_FORMAT_VERSION:
                 raise InputError(
-                    f"store format {doc.get('kind')!r} version {doc.get('format_version')!r} is not "
+                    f"store format {doc.get('kind')!r} version {doc.get('format_version')!r} is "
+                    "not "
                     f"{_STORE_KIND} version {STORE_FORMAT_VERSION}",
-                    source=self._path, hint="open it with the adrank version that wrote it",
+                    source=self._path,
+                    hint="open it with the adrank version that wrote it",
                 )
         for key, value in group_rows:
             try:
                 group = group_from_json(_json(value, f"{self._path} (group {key!r})"))
             except ValueError as exc:
-                raise StoreError(f"stored group definition is corrupt: {exc}", source=self._path) from exc
+                raise StoreError(
+                    f"stored group definition is corrupt: {exc}", source=self._path
+                ) from exc
             if _versions_cf(group.name) not in cf_names or _latest_cf(group.name) not in cf_names:
                 raise StoreError(
                     f"group {group.name!r} is registered but its column families are missing",
-                    source=self._path, hint="the store is damaged; restore it from a backup or re-ingest",
+                    source=self._path,
+                    hint="the store is damaged; restore it from a backup or re-ingest",
                 )
             self._attach(group)
 
@@ -287,7 +308,8 @@ class FeatureStore:
         db = self._require_open()
         if self._read_only:
             raise InputError(
-                f"cannot {action}: the store is open read-only", source=self._path,
+                f"cannot {action}: the store is open read-only",
+                source=self._path,
                 hint="open it with read_only=False (one writer process at a time)",
             )
         return db
@@ -312,12 +334,16 @@ class FeatureStore:
         h = self._groups.get(name)
         if h is None:
             raise NotFoundError(
-                f"no feature group {name!r}; registered groups: {', '.join(sorted(self._groups)) or '(none)'}",
-                source=name, hint="ingest it first (adrank ingest --group NAME ...)",
+                f"no feature group {name!r}; registered groups: "
+                f"{', '.join(sorted(self._groups)) or '(none)'}",
+                source=name,
+                hint="ingest it first (adrank ingest --group NAME ...)",
             )
         return h
 
-    def register_group(self, group: FeatureGroup, *, allow_new_features: bool = False) -> FeatureGroup:
+    def register_group(
+        self, group: FeatureGroup, *, allow_new_features: bool = False
+    ) -> FeatureGroup:
         """Register a group, or re-register it (same schema, a new TTL, or appended features).
 
         Args:
@@ -337,13 +363,18 @@ class FeatureStore:
             current = self._groups.get(group.name)
             if current is None:
                 new = FeatureGroup(
-                    group.name, group.entity_type, group.entity_id_kind,
+                    group.name,
+                    group.entity_type,
+                    group.entity_id_kind,
                     tuple(FeatureSpec(f.name, f.dtype, f.shape, f.dim, 1) for f in group.features),
-                    group.ttl_s, 1,
+                    group.ttl_s,
+                    1,
                 )
                 changed = True
             else:
-                new, changed = merge_group(current.group, group, allow_new_features=allow_new_features)
+                new, changed = merge_group(
+                    current.group, group, allow_new_features=allow_new_features
+                )
             if not changed:
                 return current.group if current is not None else new
             with _rocks(f"register group {group.name!r}", self._path):
@@ -359,13 +390,17 @@ class FeatureStore:
                 self._meta.put(K.group_def_key(new.name), doc)
             if current is None:
                 self._attach(new)
-                logger.info("registered feature group %s (%d features)", new.name, len(new.features))
+                logger.info(
+                    "registered feature group %s (%d features)", new.name, len(new.features)
+                )
             else:
                 current.group = new
                 current.codec = ValueCodec(new)
                 logger.info(
                     "updated feature group %s to schema version %d (ttl_s=%s)",
-                    new.name, new.schema_version, new.ttl_s,
+                    new.name,
+                    new.schema_version,
+                    new.ttl_s,
                 )
             return new
 
@@ -392,7 +427,8 @@ class FeatureStore:
             event_us: n event times, microseconds.
             columns: Every feature of the group, n rows each.
             created_us: n created times, or one for all (microseconds; default 0).
-            checkpoint: Ingest progress to commit in the same batch (see :mod:`feature_service.ingest`).
+            checkpoint: Ingest progress to commit in the same batch (see
+                :mod:`feature_service.ingest`).
 
         Returns:
             Rows written (n).
@@ -405,7 +441,9 @@ class FeatureStore:
         """
         self._require_writable("write features")
         ids = entity_id_keys(self._handles(group).group, entity_ids)
-        return self.write_keys(group, ids, event_us, columns, created_us=created_us, checkpoint=checkpoint)
+        return self.write_keys(
+            group, ids, event_us, columns, created_us=created_us, checkpoint=checkpoint
+        )
 
     def write_keys(
         self,
@@ -429,7 +467,8 @@ class FeatureStore:
         ids = np.asarray(entity_keys)
         if ids.ndim != 1 or (ids.shape[0] and ids.dtype != np.int64):
             raise InputError(
-                f"entity_keys must be a 1-D int64 array, found {ids.dtype} {ids.shape}", source=f"{group} entity keys"
+                f"entity_keys must be a 1-D int64 array, found {ids.dtype} {ids.shape}",
+                source=f"{group} entity keys",
             )
         ids = np.ascontiguousarray(ids, dtype=np.int64)
         n = ids.shape[0]
@@ -460,7 +499,9 @@ class FeatureStore:
             del wb, put
         return n
 
-    def _latest_winners(self, h: _GroupHandles, ids: np.ndarray, ev: np.ndarray, cr: np.ndarray) -> np.ndarray:
+    def _latest_winners(
+        self, h: _GroupHandles, ids: np.ndarray, ev: np.ndarray, cr: np.ndarray
+    ) -> np.ndarray:
         """Rows whose value becomes their entity's latest row: the newest row per entity in the
         batch (last one on exact ties), if at least as new as the stored latest row."""
         n = ids.shape[0]
@@ -469,14 +510,16 @@ class FeatureStore:
         last = np.ones(n, dtype=bool)
         last[:-1] = sorted_ids[1:] != sorted_ids[:-1]
         cand = order[last]
-        stored = h.latest.get(K.latest_keys(ids[cand]))
-        have = np.fromiter((v is not None for v in stored), dtype=bool, count=cand.shape[0])
+        stored = _multi_get(h.latest, K.latest_keys(ids[cand]))
+        have = np.array([v is not None for v in stored], dtype=bool)
         if not have.any():
             return cand
         try:
             old_ev, old_cr = read_headers([v for v in stored if v is not None])
         except ValueError as exc:
-            raise StoreError(f"corrupt latest row in group {h.group.name!r}: {exc}", source=self._path) from exc
+            raise StoreError(
+                f"corrupt latest row in group {h.group.name!r}: {exc}", source=self._path
+            ) from exc
         c = cand[have]
         newer = (ev[c] > old_ev) | ((ev[c] == old_ev) & (cr[c] >= old_cr))
         keep = np.ones(cand.shape[0], dtype=bool)
@@ -532,10 +575,12 @@ class FeatureStore:
         feats = _check_features(h.group, features)
         ids = entity_id_keys(h.group, entity_ids)
         with _rocks(f"read latest rows of group {group!r}", self._path):
-            values = h.latest.get(K.latest_keys(ids)) if ids.shape[0] else []
+            values = _multi_get(h.latest, K.latest_keys(ids)) if ids.shape[0] else []
         ttl = h.group.ttl_us
         if now_us is not None and ttl is not None:
-            values = self._drop_expired(h, values, np.full(ids.shape[0], int(now_us), dtype=np.int64) - ttl)
+            values = self._drop_expired(
+                h, values, np.full(ids.shape[0], int(now_us), dtype=np.int64) - ttl
+            )
         return self._frame(h, ids, values, feats)
 
     def get_as_of(
@@ -633,7 +678,9 @@ class FeatureStore:
             raise InputError.from_problems(problems)
         if as_of_us is not None:
             return tuple(self.get_as_of(r.group, r.entity_ids, as_of_us, r.features) for r in reads)
-        return tuple(self.get_latest(r.group, r.entity_ids, r.features, now_us=now_us) for r in reads)
+        return tuple(
+            self.get_latest(r.group, r.entity_ids, r.features, now_us=now_us) for r in reads
+        )
 
     def get_request(
         self,
@@ -667,9 +714,12 @@ class FeatureStore:
         """
         user_ids: list[int] | list[str] = [user_id]  # type: ignore[assignment]
         user, cands = self.get_batch(
-            [FeatureRead(user_group, user_ids, user_features),
-             FeatureRead(candidate_group, candidate_ids, candidate_features)],
-            as_of_us=as_of_us, now_us=now_us,
+            [
+                FeatureRead(user_group, user_ids, user_features),
+                FeatureRead(candidate_group, candidate_ids, candidate_features),
+            ],
+            as_of_us=as_of_us,
+            now_us=now_us,
         )
         return RequestFeatures(user, cands)
 
@@ -680,9 +730,11 @@ class FeatureStore:
         if not idx:
             return values
         try:
-            ev, _cr = read_headers([values[i] for i in idx])
+            ev, _cr = read_headers([v for v in values if v is not None])
         except ValueError as exc:
-            raise StoreError(f"corrupt value in group {h.group.name!r}: {exc}", source=self._path) from exc
+            raise StoreError(
+                f"corrupt value in group {h.group.name!r}: {exc}", source=self._path
+            ) from exc
         expired = ev < cutoff_us[idx]
         if not expired.any():
             return values
@@ -692,12 +744,18 @@ class FeatureStore:
         return out
 
     def _frame(
-        self, h: _GroupHandles, ids: np.ndarray, values: Sequence[bytes | None], feats: Sequence[str] | None
+        self,
+        h: _GroupHandles,
+        ids: np.ndarray,
+        values: Sequence[bytes | None],
+        feats: Sequence[str] | None,
     ) -> FeatureFrame:
         try:
             dec = h.codec.decode(values, feats)
         except ValueError as exc:
-            raise StoreError(f"corrupt value in group {h.group.name!r}: {exc}", source=self._path) from exc
+            raise StoreError(
+                f"corrupt value in group {h.group.name!r}: {exc}", source=self._path
+            ) from exc
         return FeatureFrame(h.group.name, ids, dec.found, dec.event_us, dec.created_us, dec.columns)
 
     # ------------------------------------------------------------------ maintenance
@@ -744,11 +802,15 @@ class FeatureStore:
         report = CompactionReport(int(now_us), tuple(out))
         logger.info(
             "compacted %d groups: deleted %d versions in %.1f s",
-            len(out), report.versions_deleted, time.perf_counter() - start,
+            len(out),
+            report.versions_deleted,
+            time.perf_counter() - start,
         )
         return report
 
-    def _compact_group(self, db: Rdict, h: _GroupHandles, cutoff_us: int, drop_expired: bool) -> GroupCompaction:
+    def _compact_group(
+        self, db: Rdict, h: _GroupHandles, cutoff_us: int, drop_expired: bool
+    ) -> GroupCompaction:
         name = h.group.name
         scanned = deleted = dropped = 0
         prev_id: int | None = None  # entity of the previous chunk's last key
@@ -765,7 +827,8 @@ class FeatureStore:
                 start_idx = np.maximum.accumulate(np.where(first, np.arange(m), 0))
                 newest = ev[start_idx]
                 if not first[0]:
-                    # Rows before the chunk's first entity start continue the previous chunk's entity.
+                    # Rows before the chunk's first entity start belong to the previous chunk's
+                    # last entity.
                     newest[start_idx == 0] = prev_newest
                 # A version is deletable when it is expired and not its entity's newest.
                 delete = ~first & (ev < cutoff_us)
@@ -847,7 +910,9 @@ def entity_id_keys(
         entity_ids = entity_ids.to_numpy(zero_copy_only=False)
     arr = np.asarray(entity_ids)
     if arr.ndim != 1:
-        raise InputError(f"entity ids must be a one-dimensional sequence, found shape {arr.shape}", source=src)
+        raise InputError(
+            f"entity ids must be a one-dimensional sequence, found shape {arr.shape}", source=src
+        )
     if arr.shape[0] == 0:
         return np.zeros(0, dtype=np.int64)
     if kind is EntityIdKind.INT:
@@ -858,16 +923,20 @@ def entity_id_keys(
                 raise InputError("entity ids exceed the int64 range", source=src)
             return arr.astype(np.int64)
         raise InputError(
-            f"group {group.name!r} has integer entity ids, found {arr.dtype} values", source=src,
+            f"group {group.name!r} has integer entity ids, found {arr.dtype} values",
+            source=src,
             hint="pass ints (np.int64)",
         )
-    if arr.dtype.kind in "US" or (arr.dtype.kind == "O" and all(isinstance(x, str) for x in arr.tolist())):
+    if arr.dtype.kind in "US" or (
+        arr.dtype.kind == "O" and all(isinstance(x, str) for x in arr.tolist())
+    ):
         from adrank.hashing import string_id_keys
 
         values = arr.astype(str).tolist() if arr.dtype.kind != "O" else arr.tolist()
         return string_id_keys(values)
     raise InputError(
-        f"group {group.name!r} has string entity ids, found {arr.dtype} values", source=src,
+        f"group {group.name!r} has string entity ids, found {arr.dtype} values",
+        source=src,
         hint="pass the ids as str",
     )
 
@@ -879,7 +948,8 @@ def _check_features(group: FeatureGroup, features: Sequence[str] | None) -> list
     unknown = [f for f in feats if f not in set(group.feature_names)]
     if unknown:
         raise NotFoundError(
-            f"feature group {group.name!r} has no feature(s) {unknown}; it has: {', '.join(group.feature_names)}",
+            f"feature group {group.name!r} has no feature(s) {unknown}; "
+            f"it has: {', '.join(group.feature_names)}",
             source=f"{group.name}.{unknown[0]}",
         )
     return feats
@@ -889,10 +959,15 @@ def _times(values: np.ndarray | Sequence[int] | int, n: int, what: str) -> np.nd
     arr = np.asarray(values)
     if arr.ndim == 0:
         if arr.dtype.kind not in "iu":
-            raise InputError(f"{what} must be an integer (microseconds), found {arr.dtype}", source=what)
+            raise InputError(
+                f"{what} must be an integer (microseconds), found {arr.dtype}", source=what
+            )
         return np.full(n, int(arr), dtype=np.int64)
     if arr.shape != (n,) or (n and arr.dtype.kind not in "iu"):
-        raise InputError(f"{what} must be {n} integers (microseconds), found {arr.dtype} {arr.shape}", source=what)
+        raise InputError(
+            f"{what} must be {n} integers (microseconds), found {arr.dtype} {arr.shape}",
+            source=what,
+        )
     return np.ascontiguousarray(arr, dtype=np.int64)
 
 
@@ -908,17 +983,23 @@ def _cf_options(cache: Cache) -> Options:
     return opts
 
 
+def _multi_get(cf: Rdict, keys: list[bytes]) -> list[bytes | None]:
+    """One multi_get (raw mode: bytes in, bytes or None out; the stubs type it loosely)."""
+    return cast("list[bytes | None]", cf.get(cast(Any, keys)))
+
+
 def _prefix_items(cf: Rdict, prefix: bytes) -> Iterator[tuple[bytes, bytes]]:
     for k, v in cf.items(from_key=prefix):
-        if not k.startswith(prefix):
+        key = cast(bytes, k)
+        if not key.startswith(prefix):
             break
-        yield k, v
+        yield key, cast(bytes, v)
 
 
 def _key_chunks(cf: Rdict) -> Iterator[list[bytes]]:
     chunk: list[bytes] = []
-    for k in cf.keys():
-        chunk.append(k)
+    for k in cf.keys():  # noqa: SIM118 - an Rdict iterates like a dict, but keys() is the API
+        chunk.append(cast(bytes, k))
         if len(chunk) >= _SCAN_CHUNK_KEYS:
             yield chunk
             chunk = []
@@ -926,7 +1007,9 @@ def _key_chunks(cf: Rdict) -> Iterator[list[bytes]]:
         yield chunk
 
 
-def _decode_keys(chunk: list[bytes], group: str, path: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def _decode_keys(
+    chunk: list[bytes], group: str, path: str
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     try:
         return K.decode_version_keys(chunk)
     except ValueError as exc:
@@ -944,7 +1027,9 @@ def _json(raw: bytes, source: str) -> dict[str, Any]:
 
 
 def _checkpoint_bytes(cp: IngestCheckpoint) -> bytes:
-    return json.dumps({"kind": "adrank.ingest_checkpoint", "format_version": 1, **asdict(cp)}).encode()
+    return json.dumps(
+        {"kind": "adrank.ingest_checkpoint", "format_version": 1, **asdict(cp)}
+    ).encode()
 
 
 def _checkpoint_from_bytes(raw: bytes, path: str) -> IngestCheckpoint:

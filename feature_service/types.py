@@ -1,4 +1,5 @@
-"""Typed values of the feature store: schemas, columnar read results, ingest and maintenance reports.
+"""Typed values of the feature store: schemas, columnar read results, ingest and maintenance
+reports.
 
 Everything here is a frozen, slotted dataclass or an Enum, passed between the store, the codec,
 ingest and (later) the gRPC layer and the point-in-time join. Nothing here touches RocksDB.
@@ -174,7 +175,8 @@ class FeatureGroup:
         )
 
     def features_at(self, schema_version: int) -> tuple[FeatureSpec, ...]:
-        """Features present in values written under ``schema_version`` (a prefix of ``features``)."""
+        """Features present in values written under ``schema_version`` (a prefix of
+        ``features``)."""
         return tuple(f for f in self.features if f.since_version <= schema_version)
 
     @property
@@ -216,7 +218,8 @@ class FeatureColumn:
         return int(self.valid.shape[0])
 
     def to_arrow(self) -> pa.Array:
-        """Convert to an Arrow array (nulls kept; lists are ``large_list``, strings ``large_string``)."""
+        """Convert to an Arrow array (nulls kept; lists are ``large_list``, strings
+        ``large_string``)."""
         n = len(self)
         mask = ~self.valid
         spec = self.spec
@@ -351,7 +354,8 @@ class FileIngestReport:
         batches_skipped: Batches already committed by an earlier run and skipped.
         rows_written: Rows written by this run.
         rows_rejected: Rows rejected by this run.
-        rejected_examples: The first few rejection reasons of this run, each naming file, row and column.
+        rejected_examples: The first few rejection reasons of this run, each naming file, row and
+            column.
         total_rows_written: Rows of this file written by all runs (this one included).
         total_rows_rejected: Rows of this file rejected by all runs.
     """
@@ -400,7 +404,8 @@ class GroupStats:
         group: Group name.
         entities: Distinct entities with at least one version.
         versions: Stored versions (rows of the versions column family).
-        disk_bytes: Approximate bytes on disk (SST files plus memtables) of the group's column families.
+        disk_bytes: Approximate bytes on disk (SST files plus memtables) of the group's column
+            families.
         oldest_event_us: Smallest event time stored; None when empty.
         newest_event_us: Largest event time stored; None when empty.
     """

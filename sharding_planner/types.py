@@ -106,7 +106,9 @@ class StatsConfig:
         for ok, name, expected in checks:
             if not ok:
                 problems.append(
-                    InputError(f"{name} must be {expected}, found {getattr(self, name)!r}", source=name)
+                    InputError(
+                        f"{name} must be {expected}, found {getattr(self, name)!r}", source=name
+                    )
                 )
         if self.features is not None and not self.features:
             problems.append(InputError("features must name at least one column", source="features"))
@@ -114,7 +116,7 @@ class StatsConfig:
             raise InputError.from_problems(problems)
 
     def result_config(self) -> dict[str, Any]:
-        """The settings that change results, as JSON; stats files record it and merges compare it."""
+        """The settings that change results, as JSON (stats files record it, merges compare it)."""
         return {
             "features": list(self.features) if self.features is not None else None,
             "timestamp_column": self.timestamp_column,

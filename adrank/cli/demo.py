@@ -39,7 +39,7 @@ def register(subparsers: Any) -> argparse.ArgumentParser:
 def run(args: argparse.Namespace) -> int:
     """Run synth -> stats and print what each stage produced."""
     from adrank.cli._progress import progress_bar
-    from adrank.cli.stats import _print_table
+    from adrank.cli.stats import print_stats_table
     from adrank.data import SynthConfig, synthesize
     from adrank.errors import InputError
     from sharding_planner import StatsConfig, compute_stats, write_stats
@@ -75,7 +75,7 @@ def run(args: argparse.Namespace) -> int:
         report = compute_stats(logs, StatsConfig(), progress=progress)
     stats_path = out / "stats.json"
     write_stats(report, stats_path)
-    _print_table(report)
+    print_stats_table(report)
     sketched = [n for n, fs in report.features.items() if not fs.distinct_exact]
     dead = max(report.features.values(), key=lambda fs: fs.unseen_recent_share or 0.0)
     print(

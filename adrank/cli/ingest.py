@@ -10,14 +10,21 @@ __all__ = ["register", "run", "parse_duration_s"]
 
 _DURATION = re.compile(r"^\s*(\d+)\s*([smhdw]?)\s*$", re.IGNORECASE)
 _SECONDS = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86_400, "w": 604_800}
-_DEFAULT_BATCH_ROWS = 65_536  # feature_service.ingest.DEFAULT_INGEST_BATCH_ROWS; kept here for --help speed
+_DEFAULT_BATCH_ROWS = (
+    65_536  # feature_service.ingest.DEFAULT_INGEST_BATCH_ROWS; kept here for --help speed
+)
 
 
 def parse_duration_s(text: str) -> int:
-    """Parse a duration such as ``3600``, ``90m``, ``12h``, ``30d``, ``2w`` into seconds (argparse type)."""
+    """Parse a duration such as ``3600``, ``90m``, ``12h``, ``30d`` or ``2w`` into seconds.
+
+    Used as an argparse ``type``: a bad value raises ArgumentTypeError (exit 2 with the message).
+    """
     m = _DURATION.match(text)
     if not m or int(m.group(1)) <= 0:
-        raise argparse.ArgumentTypeError(f"expected a positive duration like 3600, 12h, 30d or 2w, found {text!r}")
+        raise argparse.ArgumentTypeError(
+            f"expected a positive duration like 3600, 12h, 30d or 2w, found {text!r}"
+        )
     return int(m.group(1)) * _SECONDS[m.group(2).lower()]
 
 
@@ -27,7 +34,8 @@ def register(subparsers: Any) -> argparse.ArgumentParser:
         "ingest",
         help="bulk-load parquet feature snapshots into a feature store",
         description=(
-            "Ingest parquet snapshots (entity id, event time, feature values) into a feature group of "
+            "Ingest parquet snapshots (entity id, event time, feature values) into a feature "
+            "group of "
             "a RocksDB feature store. Every column other than the entity, timestamp and created "
             "columns is a feature; the group's schema is inferred on first ingest and must match "
             "later. Streamed by record batch, atomic per batch and resumable: re-running the same "
@@ -35,24 +43,55 @@ def register(subparsers: Any) -> argparse.ArgumentParser:
             "rejected and counted."
         ),
     )
-    p.add_argument("files", nargs="+", metavar="FILE", help="parquet snapshot files, ingested in order")
-    p.add_argument("--store", required=True, metavar="PATH", help="feature store directory (created if missing)")
+    p.add_argument(
+        "files", nargs="+", metavar="FILE", help="parquet snapshot files, ingested in order"
+    )
+    p.add_argument(
+        "--store",
+        required=True,
+        metavar="PATH",
+        help="feature store directory (created if missing)",
+    )
     p.add_argument("--group", required=True, metavar="NAME", help="feature group to write")
-    p.add_argument("--entity-column", required=True, metavar="COL", help="column of entity ids (int or string)")
+    p.add_argument(
+        "--entity-column", required=True, metavar="COL", help="column of entity ids (int or string)"
+    )
     p.add_argument("--timestamp-column", required=True, metavar="COL", help="column of event times")
-    p.add_argument("--created-column", metavar="COL",
-                   help="column of created times, breaking ties between versions with the same event "
-                        "time (default: none; a later ingest then replaces such versions)")
-    p.add_argument("--entity-type", metavar="TYPE",
-                   help="entity type of a new group (default: the entity column without '_id')")
-    p.add_argument("--ttl", type=parse_duration_s, metavar="DURATION",
-                   help="feature TTL, e.g. 30d or 12h (default: keep the group's; none for a new group)")
-    p.add_argument("--timestamp-unit", choices=("s", "ms", "us", "ns"), default="s",
-                   help="unit of integer time columns (default s; timestamp columns carry their own)")
-    p.add_argument("--batch-rows", type=int, default=_DEFAULT_BATCH_ROWS, metavar="N",
-                   help=f"rows per atomic batch (default {_DEFAULT_BATCH_ROWS:,})")
-    p.add_argument("--add-features", action="store_true",
-                   help="let columns the group lacks become new features (a new schema version)")
+    p.add_argument(
+        "--created-column",
+        metavar="COL",
+        help="column of created times, breaking ties between versions with the same event "
+        "time (default: none; a later ingest then replaces such versions)",
+    )
+    p.add_argument(
+        "--entity-type",
+        metavar="TYPE",
+        help="entity type of a new group (default: the entity column without '_id')",
+    )
+    p.add_argument(
+        "--ttl",
+        type=parse_duration_s,
+        metavar="DURATION",
+        help="feature TTL, e.g. 30d or 12h (default: keep the group's; none for a new group)",
+    )
+    p.add_argument(
+        "--timestamp-unit",
+        choices=("s", "ms", "us", "ns"),
+        default="s",
+        help="unit of integer time columns (default s; timestamp columns carry their own)",
+    )
+    p.add_argument(
+        "--batch-rows",
+        type=int,
+        default=_DEFAULT_BATCH_ROWS,
+        metavar="N",
+        help=f"rows per atomic batch (default {_DEFAULT_BATCH_ROWS:,})",
+    )
+    p.add_argument(
+        "--add-features",
+        action="store_true",
+        help="let columns the group lacks become new features (a new schema version)",
+    )
     return p
 
 
@@ -70,23 +109,42 @@ def run(args: argparse.Namespace) -> int:
         except (OSError, ValueError):  # only sizes the bar; ingest_parquet reports bad files
             total = 0
             break
-    with FeatureStore.open(args.store) as store:
-        with progress_bar(total or None, f"ingest {args.group}", "rows", quiet=args.quiet) as progress:
-            report = ingest_parquet(
-                store, args.files, group=args.group, entity_column=args.entity_column,
-                timestamp_column=args.timestamp_column, created_column=args.created_column,
-                entity_type=args.entity_type, ttl_s=args.ttl, timestamp_unit=args.timestamp_unit,
-                batch_rows=args.batch_rows, add_features=args.add_features, progress=progress,
-            )
+    with (
+        FeatureStore.open(args.store) as store,
+        progress_bar(total or None, f"ingest {args.group}", "rows", quiet=args.quiet) as progress,
+    ):
+        report = ingest_parquet(
+            store,
+            args.files,
+            group=args.group,
+            entity_column=args.entity_column,
+            timestamp_column=args.timestamp_column,
+            created_column=args.created_column,
+            entity_type=args.entity_type,
+            ttl_s=args.ttl,
+            timestamp_unit=args.timestamp_unit,
+            batch_rows=args.batch_rows,
+            add_features=args.add_features,
+            progress=progress,
+        )
     g = report.group
-    rate = (report.rows_written + report.rows_rejected) / report.elapsed_s if report.elapsed_s > 0 else 0.0
+    rate = (
+        (report.rows_written + report.rows_rejected) / report.elapsed_s
+        if report.elapsed_s > 0
+        else 0.0
+    )
     ttl = "none" if g.ttl_s is None else f"{g.ttl_s} s"
     print(
-        f"group {g.name} (entity {g.entity_type}, {len(g.features)} features, schema v{g.schema_version}, "
+        f"group {g.name} (entity {g.entity_type}, {len(g.features)} features, schema "
+        f"v{g.schema_version}, "
         f"ttl {ttl}) in {args.store}"
     )
     for f in report.files:
-        skipped = f" ({f.batches_skipped} batches already committed, skipped)" if f.batches_skipped else ""
+        skipped = (
+            f" ({f.batches_skipped} batches already committed, skipped)"
+            if f.batches_skipped
+            else ""
+        )
         print(f"  {f.path}: {f.rows_written:,} rows written, {f.rows_rejected:,} rejected{skipped}")
         for reason in f.rejected_examples:
             print(f"    rejected: {reason}")

@@ -12,4 +12,11 @@ from sharding_planner.stats.merge import merge_stats
 from sharding_planner.stats.sketches import FeatureSketch
 from sharding_planner.stats.statsfile import STATS_KIND, read_stats, write_stats
 
-__all__ = ["STATS_KIND", "FeatureSketch", "compute_stats", "merge_stats", "read_stats", "write_stats"]
+__all__ = [
+    "STATS_KIND",
+    "FeatureSketch",
+    "compute_stats",
+    "merge_stats",
+    "read_stats",
+    "write_stats",
+]

@@ -92,7 +92,7 @@ def compute_stats(
     t_start = time.perf_counter()
     files = plan_inputs(paths, config)
     sketches = _empty_sketches(files, config)
-    threads = config.threads or len(os.sched_getaffinity(0))
+    threads = config.threads or _usable_cores()
     read_s = [0.0]
     compute_s = 0.0
     rows_done = 0
@@ -123,10 +123,21 @@ def compute_stats(
     logger.info(
         "computed stats of %d features over %d rows in %.1f s (read %.1f s, sketch updates %.1f "
         "thread-s on %d threads, summaries %.1f s)",
-        len(sketches), rows_done, timings.wall_s, timings.read_s, timings.compute_s, threads,
+        len(sketches),
+        rows_done,
+        timings.wall_s,
+        timings.read_s,
+        timings.compute_s,
+        threads,
         timings.summarize_s,
     )
     return dataclasses.replace(report, timings=timings)
+
+
+def _usable_cores() -> int:
+    """Cores this process may run on (its CPU affinity where the OS has one)."""
+    affinity = getattr(os, "sched_getaffinity", None)
+    return len(affinity(0)) if affinity is not None else (os.cpu_count() or 1)
 
 
 def inputs_fingerprint(fingerprints: Sequence[str], config: StatsConfig) -> str:
@@ -266,6 +277,10 @@ def _prefetch(batches: Iterator[_Batch], depth: int) -> Iterator[_Batch]:
             put(("end", None))
         except BaseException as exc:  # handed to the consumer, which re-raises it
             put(("error", exc))
+        finally:
+            close = getattr(batches, "close", None)
+            if close is not None:
+                close()  # release the parquet file now, in this thread
 
     thread = threading.Thread(target=produce, name="adrank-stats-reader", daemon=True)
     thread.start()
@@ -283,7 +298,9 @@ def _prefetch(batches: Iterator[_Batch], depth: int) -> Iterator[_Batch]:
         thread.join()
 
 
-def _observe_column(sketch: FeatureSketch, col: FeatureColumn, batch: _Batch, path: os.PathLike[str]) -> float:
+def _observe_column(
+    sketch: FeatureSketch, col: FeatureColumn, batch: _Batch, path: os.PathLike[str]
+) -> float:
     """Feed one column of a batch to its sketch; return the seconds spent.
 
     Raises:
@@ -329,8 +346,8 @@ def _id_keys(
             arr = arr.view(pa.int64())  # ids >= 2**63 keep their bits (a safe cast would fail)
         if arr.null_count == 0 and pa.types.is_int64(arr.type):
             return np.ascontiguousarray(arr.to_numpy(zero_copy_only=True)), None, None, None
-        keys, valid = id_keys_from_arrow(arr)
-        return keys, (valid if arr.null_count else None), None, None
+        int_keys, int_valid = id_keys_from_arrow(arr)
+        return int_keys, (int_valid if arr.null_count else None), None, None
     if pa.types.is_string_view(arr.type):
         arr = arr.cast(pa.large_string())
     encoded = arr if pa.types.is_dictionary(arr.type) else pc.dictionary_encode(arr)

@@ -122,8 +122,10 @@ def resolve_paths(paths: Sequence[str | os.PathLike[str]]) -> tuple[list[Path], 
         p = Path(given)
         if p.is_dir():
             found = sorted(
-                f for f in p.rglob("*.parquet")
-                if f.is_file() and not any(part.startswith((".", "_")) for part in f.relative_to(p).parts)
+                f
+                for f in p.rglob("*.parquet")
+                if f.is_file()
+                and not any(part.startswith((".", "_")) for part in f.relative_to(p).parts)
             )
             if not found:
                 problems.append(
@@ -205,7 +207,7 @@ def _file_columns(
                 InputError(
                     f"timestamp column {ts_col!r} not found; columns: {', '.join(schema.names)}",
                     source=f"{path}:{ts_col}",
-                    hint="fix --timestamp-column, or leave it out to use the file's timestamp column",
+                    hint="fix --timestamp-column, or drop it to use the file's timestamp column",
                 )
             )
             return features, None
@@ -214,7 +216,7 @@ def _file_columns(
         if len(candidates) > 1:
             problems.append(
                 InputError(
-                    f"several timestamp columns ({', '.join(candidates)}); cannot tell which to use",
+                    f"several timestamp columns ({', '.join(candidates)}); which one is meant?",
                     source=f"{path}:{','.join(candidates)}",
                     hint="pick one with --timestamp-column",
                 )
@@ -257,7 +259,9 @@ def plan_inputs(paths: Sequence[str | os.PathLike[str]], config: StatsConfig) ->
             schema, rows = _open_schema(path)
             fp = parquet_file_fingerprint(path)
         except AdrankError as exc:
-            problems.append(exc if isinstance(exc, InputError) else InputError(exc.message, source=exc.source))
+            problems.append(
+                exc if isinstance(exc, InputError) else InputError(exc.message, source=exc.source)
+            )
             continue
         if fp in by_fingerprint:
             problems.append(
@@ -279,7 +283,9 @@ def plan_inputs(paths: Sequence[str | os.PathLike[str]], config: StatsConfig) ->
             kinds.setdefault(col.name, {}).setdefault(col.kind_label, []).append(f.path)
     for name, variants in sorted(kinds.items()):
         if len(variants) > 1:
-            where = "; ".join(f"{label} in {', '.join(map(str, ps))}" for label, ps in variants.items())
+            where = "; ".join(
+                f"{label} in {', '.join(map(str, ps))}" for label, ps in variants.items()
+            )
             problems.append(
                 InputError(
                     f"column {name!r} has incompatible id types across files: {where}",
@@ -299,6 +305,16 @@ def plan_inputs(paths: Sequence[str | os.PathLike[str]], config: StatsConfig) ->
                         hint="check --features against the files' columns",
                     )
                 )
+    if config.features is not None:
+        for name in config.features:
+            lacking = [str(f.path) for f in planned if name not in {c.name for c in f.features}]
+            if name in kinds and lacking:
+                logger.warning(
+                    "feature %s is not in %s; its rows and coverage count only the files that "
+                    "have it",
+                    name,
+                    ", ".join(lacking),
+                )
     if not problems and not kinds:
         problems.append(
             InputError(
@@ -311,6 +327,8 @@ def plan_inputs(paths: Sequence[str | os.PathLike[str]], config: StatsConfig) ->
         raise InputError.from_problems(problems)
     logger.info(
         "validated %d files: %d rows, %d features",
-        len(planned), sum(f.rows for f in planned), len(kinds),
+        len(planned),
+        sum(f.rows for f in planned),
+        len(kinds),
     )
     return planned

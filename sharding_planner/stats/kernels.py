@@ -108,7 +108,9 @@ def _h1(key: np.int64) -> np.uint64:  # pragma: no cover - compiled
 
 
 @numba.njit(inline="always", cache=True)
-def _upsert(table: np.ndarray, mask: np.uint64, key: np.int64, h: np.uint64, t: np.int64) -> bool:  # pragma: no cover
+def _upsert(
+    table: np.ndarray, mask: np.uint64, key: np.int64, h: np.uint64, t: np.int64
+) -> bool:  # pragma: no cover
     """Count one occurrence of ``key`` at time ``t``; True if it was inserted (new id)."""
     slot = h & mask
     while True:
@@ -136,8 +138,14 @@ def _upsert(table: np.ndarray, mask: np.uint64, key: np.int64, h: np.uint64, t: 
 
 
 @numba.njit(inline="always", cache=True)
-def _put_row(table: np.ndarray, mask: np.uint64, key: np.int64, count: np.int64,
-             first: np.int64, last: np.int64) -> bool:  # pragma: no cover - compiled
+def _put_row(
+    table: np.ndarray,
+    mask: np.uint64,
+    key: np.int64,
+    count: np.int64,
+    first: np.int64,
+    last: np.int64,
+) -> bool:  # pragma: no cover - compiled
     """Add an aggregated row (count, first, last) for ``key``; True if it was inserted."""
     slot = _h1(key) & mask
     while True:
@@ -160,8 +168,9 @@ def _put_row(table: np.ndarray, mask: np.uint64, key: np.int64, count: np.int64,
 
 
 @numba.njit(inline="always", cache=True)
-def _mg_upsert(mg: np.ndarray, mask: np.uint64, key: np.int64, h: np.uint64, t: np.int64,
-               err: np.int64) -> bool:  # pragma: no cover - compiled
+def _mg_upsert(
+    mg: np.ndarray, mask: np.uint64, key: np.int64, h: np.uint64, t: np.int64, err: np.int64
+) -> bool:  # pragma: no cover - compiled
     """Count one occurrence in the Misra-Gries table; a new id records the bound ``err`` so far."""
     slot = h & mask
     while True:
@@ -186,8 +195,10 @@ def _mg_upsert(mg: np.ndarray, mask: np.uint64, key: np.int64, h: np.uint64, t: 
 
 
 @numba.njit(nogil=True, cache=True)
-def _mg_compact(mg: np.ndarray, keep: np.int64, err: np.int64) -> tuple[np.int64, np.int64]:  # pragma: no cover
-    """Misra-Gries compaction: raise the bound by the (keep+1)-th largest counter, drop counters <= 0.
+def _mg_compact(
+    mg: np.ndarray, keep: np.int64, err: np.int64
+) -> tuple[np.int64, np.int64]:  # pragma: no cover
+    """Misra-Gries compaction: raise the bound by the (keep+1)-th largest counter, drop those <= 0.
 
     An id's Misra-Gries counter is ``count + err_at_insert - err``; raising ``err`` by ``d`` is the
     textbook "subtract d from every counter" without touching the exact since-tracked counts.
@@ -296,19 +307,19 @@ def observe_ids(
                     max_ts = t
         h1 = _h1(key)
         j = np.intp(h1 >> p_shift)
-        rho = np.uint8(_clz64((h1 << p) | guard) + _ONE)
+        rho = np.uint8(_clz64((h1 << p) | guard) + _ONE)  # type: ignore[call-arg]
         if rho > hll[j]:
             hll[j] = rho
         if mg_active and _mg_upsert(mg, mg_mask, key, h1, t, mg_err):
             mg_size += 1
             if mg_size >= mg_max:
                 mg_err, mg_size = _mg_compact(mg, mg_keep, mg_err)
-        if level == 0 or (fmix64(h1 ^ SALT_SAMPLE) >> s_shift) == 0:
-            if _upsert(table, mask, key, h1, t):
-                size += 1
-                if size >= grow_at or size > limit:
-                    stop = i + 1
-                    break
+        kept = level == 0 or (fmix64(h1 ^ SALT_SAMPLE) >> s_shift) == 0
+        if kept and _upsert(table, mask, key, h1, t):
+            size += 1
+            if size >= grow_at or size > limit:
+                stop = i + 1
+                break
     scal[S_SIZE] = size
     scal[S_MG_SIZE] = mg_size
     scal[S_MG_ERR] = mg_err
@@ -345,8 +356,14 @@ def build_table(entries: np.ndarray, capacity: int) -> tuple[np.ndarray, int]:  
     mask = np.uint64(capacity - 1)
     n = 0
     for r in range(entries.shape[0]):
-        if _put_row(table, mask, entries[r, COL_KEY], entries[r, COL_COUNT],
-                    entries[r, COL_FIRST], entries[r, COL_LAST]):
+        if _put_row(
+            table,
+            mask,
+            entries[r, COL_KEY],
+            entries[r, COL_COUNT],
+            entries[r, COL_FIRST],
+            entries[r, COL_LAST],
+        ):
             n += 1
     return table, n
 
@@ -362,7 +379,7 @@ def sample_hash(keys: np.ndarray) -> np.ndarray:  # pragma: no cover - compiled
 
 @numba.njit(nogil=True, cache=True)
 def build_summary(rows: np.ndarray, capacity: int) -> np.ndarray:  # pragma: no cover - compiled
-    """A Misra-Gries table of ``capacity`` slots holding ``rows`` (shape ``(n, 5)``, unique keys)."""
+    """A Misra-Gries table of ``capacity`` slots holding ``rows`` (``(n, 5)``, unique keys)."""
     mg = np.zeros((capacity, 5), dtype=np.int64)
     mask = np.uint64(capacity - 1)
     for r in range(rows.shape[0]):

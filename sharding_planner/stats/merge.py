@@ -21,7 +21,9 @@ __all__ = ["merge_stats"]
 logger = logging.getLogger(__name__)
 
 
-def merge_stats(reports: Sequence[StatsReport], sources: Sequence[str] | None = None) -> StatsReport:
+def merge_stats(
+    reports: Sequence[StatsReport], sources: Sequence[str] | None = None
+) -> StatsReport:
     """Merge reports over disjoint inputs into the report of all of them.
 
     Args:
@@ -37,7 +39,9 @@ def merge_stats(reports: Sequence[StatsReport], sources: Sequence[str] | None = 
     """
     if not reports:
         raise InputError("nothing to merge", hint="pass at least one stats file")
-    names = list(sources) if sources is not None else [f"report {i + 1}" for i in range(len(reports))]
+    names = (
+        list(sources) if sources is not None else [f"report {i + 1}" for i in range(len(reports))]
+    )
     base = reports[0].config.result_config()
     problems: list[InputError] = []
     for name, r in zip(names[1:], reports[1:], strict=True):
@@ -87,9 +91,13 @@ def merge_stats(reports: Sequence[StatsReport], sources: Sequence[str] | None = 
     merged: dict[str, FeatureSketch] = {}
     for r in reports:
         for fname, sketch in r.sketches.items():
-            merged[fname] = merged[fname].merge(sketch) if fname in merged else sketch.merge(
-                sketch.empty_like()
+            merged[fname] = (
+                merged[fname].merge(sketch)
+                if fname in merged
+                else sketch.merge(sketch.empty_like())
             )
     inputs = tuple(i for r in reports for i in r.inputs)
-    logger.info("merged %d stats reports: %d inputs, %d features", len(reports), len(inputs), len(merged))
+    logger.info(
+        "merged %d stats reports: %d inputs, %d features", len(reports), len(inputs), len(merged)
+    )
     return report_from_sketches(merged, reports[0].config, inputs)

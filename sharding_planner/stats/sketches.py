@@ -1,4 +1,4 @@
-"""Mergeable per-feature sketch state: exact counters, HyperLogLog, sampled exact table, heavy hitters.
+"""Mergeable per-feature sketch state: exact counters, HLL, a sampled exact table, heavy hitters.
 
 One :class:`FeatureSketch` per sparse feature holds:
 
@@ -13,9 +13,14 @@ One :class:`FeatureSketch` per sparse feature holds:
    function of the ids seen (level = the smallest ``j`` whose kept set fits the limit), so it does
    not depend on order, and merging two sketches gives exactly the sketch of the concatenated logs.
 4. A Misra-Gries summary (mergeable frequent items, Agarwal et al. 2012) of capacity ``k``, kept
-   only once the table samples (in exact mode the table itself has every count). It is seeded from
-   the exact table when sampling starts. Each estimated count is a lower bound of the true count,
-   short by at most ``undercount`` (the total subtracted by compactions, <= total_ids / (k + 1)).
+   only once the table samples (in exact mode the table itself has every count) and seeded from
+   the exact table then. The kernel updates it per id and compacts it when it tracks ``2k`` ids
+   (amortised O(1) per id, and it stays in cache), rather than counting each batch exactly and
+   merging. The textbook "subtract d from every counter" is kept as a global ``undercount`` that
+   grows by d, while each tracked id keeps its exact count since it was (last) inserted and the
+   ``undercount`` at that moment: its true count lies in ``[count, count + err_at_insert]`` (ids
+   tracked since sampling began are exact), an untracked id's count is at most ``undercount``,
+   and ``undercount <= total_ids / (k + 1)``.
 5. For string features, the raw strings of the current heavy-hitter candidates.
 
 Example::
@@ -189,7 +194,7 @@ class FeatureSketch:
     @property
     def sample_rate(self) -> float:
         """Share of distinct ids the exact table holds (1.0 in exact mode)."""
-        return float(2.0 ** -self.level)
+        return float(2.0**-self.level)
 
     @property
     def is_exact(self) -> bool:
@@ -284,8 +289,18 @@ class FeatureSketch:
         t = _EMPTY_I64 if ts is None else ts
         while start < n:
             start = K.observe_ids(
-                keys, v, valid is not None, r, rows is not None, t, ts is not None, start,
-                self.scal, self.table, self.hll, self.mg,
+                keys,
+                v,
+                valid is not None,
+                r,
+                rows is not None,
+                t,
+                ts is not None,
+                start,
+                self.scal,
+                self.table,
+                self.hll,
+                self.mg,
             )
             size = self.sample_size
             if size > self.exact_limit or size >= int(self.scal[K.S_GROW_AT]):
@@ -358,7 +373,10 @@ class FeatureSketch:
                 level += 1
                 entries = _filter_level(entries, level)
             logger.debug(
-                "%s: exact table over %d ids; sample rate now 2**-%d", self.name, self.exact_limit, level
+                "%s: exact table over %d ids; sample rate now 2**-%d",
+                self.name,
+                self.exact_limit,
+                level,
             )
             self.scal[K.S_LEVEL] = level
             self._set_table(entries, max(self.table.shape[0], _capacity_for(entries.shape[0])))
@@ -403,14 +421,18 @@ class FeatureSketch:
                 f"ids are {_kind_label(self)} in one input and {_kind_label(other)} in the other"
             )
         if (self.exact_limit, self.heavy_keep, self.hll_precision) != (
-            other.exact_limit, other.heavy_keep, other.hll_precision
+            other.exact_limit,
+            other.heavy_keep,
+            other.hll_precision,
         ):
-            problems.append("sketch settings (exact limit, heavy-hitter capacity, HLL precision) differ")
+            problems.append(
+                "sketch settings (exact limit, heavy-hitter capacity, HLL precision) differ"
+            )
         if problems:
             raise InputError(
                 f"cannot merge statistics of feature {self.name!r}: " + "; ".join(problems),
                 source=self.name,
-                hint="merge only stats files computed with the same settings from logs of one schema",
+                hint="merge only stats computed with the same settings from logs of one schema",
             )
         out = self.empty_like()
         out.rows_seen = self.rows_seen + other.rows_seen
@@ -472,10 +494,7 @@ class FeatureSketch:
             "sample": {
                 "level": self.level,
                 "size": int(sample.shape[0]),
-                **{
-                    name: encode_int64(sample[:, col])
-                    for name, col in _COLUMNS
-                },
+                **{name: encode_int64(sample[:, col]) for name, col in _COLUMNS},
             },
             "heavy": {
                 "active": self.heavy_active,
@@ -513,7 +532,9 @@ class FeatureSketch:
                 hll_precision=p,
                 heavy_keep=heavy_keep,
             )
-            hll = np.frombuffer(zlib.decompress(base64.b64decode(d["hll"]["registers"])), dtype=np.uint8)
+            hll = np.frombuffer(
+                zlib.decompress(base64.b64decode(d["hll"]["registers"])), dtype=np.uint8
+            )
             if hll.shape[0] != 1 << p:
                 raise ValueError(f"{hll.shape[0]} HLL registers, expected {1 << p}")
             s.hll = hll.copy()
@@ -535,7 +556,9 @@ class FeatureSketch:
             heavy = d["heavy"]
             if heavy["active"]:
                 rows = _decode_rows(heavy, _SUMMARY_COLUMNS)
-                if rows.shape[0] >= 2 * heavy_keep or len(np.unique(rows[:, K.COL_KEY])) < len(rows):
+                if rows.shape[0] >= 2 * heavy_keep or len(np.unique(rows[:, K.COL_KEY])) < len(
+                    rows
+                ):
                     raise ValueError("heavy-hitter summary is over capacity or repeats ids")
                 s._set_summary(rows, int(heavy["undercount"]))
             s.raw_ids = {int(k): str(v) for k, v in d["raw_ids"].items()}
@@ -548,8 +571,12 @@ class FeatureSketch:
         return s
 
 
-_COLUMNS = (("keys", K.COL_KEY), ("counts", K.COL_COUNT), ("first_ts", K.COL_FIRST),
-            ("last_ts", K.COL_LAST))
+_COLUMNS = (
+    ("keys", K.COL_KEY),
+    ("counts", K.COL_COUNT),
+    ("first_ts", K.COL_FIRST),
+    ("last_ts", K.COL_LAST),
+)
 _SUMMARY_COLUMNS = (*_COLUMNS, ("err_at_insert", K.COL_ERR))
 
 
@@ -576,9 +603,7 @@ def decode_int64(text: str, n: int) -> np.ndarray:
     return np.frombuffer(raw, dtype=np.uint8).reshape(8, n).T.copy().view("<i8").reshape(n)
 
 
-def _decode_rows(
-    d: dict[str, Any], columns: tuple[tuple[str, int], ...] = _COLUMNS
-) -> np.ndarray:
+def _decode_rows(d: dict[str, Any], columns: tuple[tuple[str, int], ...] = _COLUMNS) -> np.ndarray:
     n = int(d["size"])
     rows = np.empty((n, len(columns)), dtype=np.int64)
     for name, col in columns:

@@ -177,7 +177,9 @@ def config_from_json(d: dict[str, Any]) -> StatsConfig:
         heavy_hitters=int(d["heavy_hitters"]),
     )
     if config.result_config() != d:
-        raise ValueError("config has unknown keys or a heavy_hitter_capacity this version does not use")
+        raise ValueError(
+            "config has unknown keys or a heavy_hitter_capacity this version does not use"
+        )
     return config
 
 
@@ -190,7 +192,9 @@ def stats_document(report: StatsReport) -> dict[str, Any]:
         features[name] = entry
     return {
         "inputs_fingerprint": report.inputs_fingerprint,
-        "inputs": [{"path": i.path, "fingerprint": i.fingerprint, "rows": i.rows} for i in report.inputs],
+        "inputs": [
+            {"path": i.path, "fingerprint": i.fingerprint, "rows": i.rows} for i in report.inputs
+        ],
         "config": report.config.result_config(),
         "features": features,
     }
@@ -224,12 +228,16 @@ def read_stats(path: str | os.PathLike[str]) -> StatsReport:
     try:
         config = config_from_json(doc["config"])
         inputs = tuple(
-            InputFileInfo(path=str(i["path"]), fingerprint=str(i["fingerprint"]), rows=int(i["rows"]))
+            InputFileInfo(
+                path=str(i["path"]), fingerprint=str(i["fingerprint"]), rows=int(i["rows"])
+            )
             for i in doc["inputs"]
         )
         fingerprint = str(doc["inputs_fingerprint"])
         features_doc = doc["features"]
-        features = {name: feature_from_json(name, features_doc[name]) for name in sorted(features_doc)}
+        features = {
+            name: feature_from_json(name, features_doc[name]) for name in sorted(features_doc)
+        }
         sketch_docs = {name: features_doc[name]["sketch"] for name in features}
     except (KeyError, TypeError, ValueError, AttributeError) as exc:
         raise InputError(

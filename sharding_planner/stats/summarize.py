@@ -161,15 +161,19 @@ class RankFrequencyCurve:
         return float(-slope)
 
 
-def rank_frequency_curve(sketch: FeatureSketch, head: np.ndarray) -> RankFrequencyCurve:
+def rank_frequency_curve(
+    sketch: FeatureSketch, head: np.ndarray, entries: np.ndarray | None = None
+) -> RankFrequencyCurve:
     """The feature's rank-frequency curve (see the module docstring).
 
     Args:
         sketch: The feature's sketch.
-        head: Sampled mode only: rows ``[key, count, ...]`` of well-counted frequent ids from the
+        head: Sampled mode only: rows ``[key, count, ...]`` of exactly counted frequent ids from the
             heavy-hitter summary; each becomes a point of width 1 and leaves the sample's points.
+        entries: ``sketch.sample_entries()``, if the caller has them already.
     """
-    entries = sketch.sample_entries()
+    if entries is None:
+        entries = sketch.sample_entries()
     counts = entries[:, K.COL_COUNT]
     if sketch.is_exact:
         ordered = np.sort(counts)[::-1]
@@ -183,21 +187,26 @@ def rank_frequency_curve(sketch: FeatureSketch, head: np.ndarray) -> RankFrequen
     return RankFrequencyCurve(all_counts[order], widths[order])
 
 
-def _frequent_rows(sketch: FeatureSketch) -> np.ndarray:
+def _frequent_rows(sketch: FeatureSketch, sample: np.ndarray, k: int) -> np.ndarray:
     """Candidate heavy hitters ``[key, count, first, last, max_undercount]``.
 
-    Exact mode: every id of the table. Sampled mode: the summary's ids, with the exact count and
-    times from the sample for ids that are also in it.
+    Exact mode: the ``k`` most frequent ids of the table (ties at the k-th count included).
+    Sampled mode: the summary's ids, with the exact count and times from the sample (``sample``:
+    the sorted sample entries) for ids that are also in it.
     """
-    sample = sketch.sample_entries()
     if sketch.is_exact:
+        if sample.shape[0] > k:
+            counts = sample[:, K.COL_COUNT]
+            kth = np.partition(counts, sample.shape[0] - k)[sample.shape[0] - k]
+            sample = sample[counts >= kth]
         rows = np.zeros((sample.shape[0], 5), dtype=np.int64)
         rows[:, :4] = sample
         return rows
     rows = sketch.heavy_entries().copy()
     if sample.shape[0]:
-        pos = np.minimum(np.searchsorted(sample[:, K.COL_KEY], rows[:, K.COL_KEY]),
-                         sample.shape[0] - 1)
+        pos = np.minimum(
+            np.searchsorted(sample[:, K.COL_KEY], rows[:, K.COL_KEY]), sample.shape[0] - 1
+        )
         hit = sample[pos, K.COL_KEY] == rows[:, K.COL_KEY]
         rows[hit, :4] = sample[pos[hit]]
         rows[hit, K.COL_ERR] = 0
@@ -235,21 +244,24 @@ def _pooling(hist: np.ndarray) -> PoolingStats:
     )
 
 
-def _count_quantiles(curve: RankFrequencyCurve) -> CountQuantiles:
+def _count_quantiles(curve: RankFrequencyCurve, exact: bool) -> CountQuantiles:
     if curve.counts.shape[0] == 0:
         return CountQuantiles(p50=0, p90=0, p99=0, max=0)
     q = np.quantile(
-        curve.counts, [0.5, 0.9, 0.99], weights=curve.widths, method="inverted_cdf"
+        curve.counts,
+        [0.5, 0.9, 0.99],
+        weights=None if exact else curve.widths,
+        method="inverted_cdf",
     )
-    return CountQuantiles(
-        p50=int(q[0]), p90=int(q[1]), p99=int(q[2]), max=int(curve.counts.max())
-    )
+    return CountQuantiles(p50=int(q[0]), p90=int(q[1]), p99=int(q[2]), max=int(curve.counts.max()))
 
 
-def _unseen_recent_share(sketch: FeatureSketch, recent_window_s: int) -> float | None:
+def _unseen_recent_share(
+    sketch: FeatureSketch, sample: np.ndarray, recent_window_s: int
+) -> float | None:
     if sketch.log_end_s is None:
         return None
-    last = sketch.sample_entries()[:, K.COL_LAST]
+    last = sample[:, K.COL_LAST]
     last = last[last != K.LAST_NONE]
     if last.shape[0] == 0:
         return None
@@ -269,17 +281,15 @@ def summarize(sketch: FeatureSketch, heavy_hitters: int, recent_window_s: int) -
     """
     rows_present = sketch.rows_present
     total = sketch.total_ids
-    frequent = _frequent_rows(sketch)
+    sample = sketch.sample_entries()
+    frequent = _frequent_rows(sketch, sample, heavy_hitters)
     heavy = _heavy_hitters(sketch, frequent, heavy_hitters)
     # The curve's head: summary ids whose counts are exact (tracked since their first occurrence,
     # or in the sample); the sample stands for every other id without bias.
     head = frequent[frequent[:, K.COL_ERR] == 0]
-    curve = rank_frequency_curve(sketch, head)
+    curve = rank_frequency_curve(sketch, head, sample)
     p = sketch.hll_precision
-    if sketch.is_exact:
-        distinct = sketch.sample_size
-    else:
-        distinct = int(round(hll_estimate(sketch.hll, p)))
+    distinct = sketch.sample_size if sketch.is_exact else int(round(hll_estimate(sketch.hll, p)))
     shares = []
     for frac in (0.01, 0.10):
         if total == 0 or distinct == 0:
@@ -303,11 +313,11 @@ def summarize(sketch: FeatureSketch, heavy_hitters: int, recent_window_s: int) -
         heavy_hitters=heavy,
         heavy_hitter_max_undercount=sketch.heavy_undercount,
         pooling=_pooling(sketch.pooling_hist),
-        count_quantiles=_count_quantiles(curve),
+        count_quantiles=_count_quantiles(curve, sketch.is_exact),
         zipf_exponent=curve.zipf_exponent(),
         top1pct_traffic_share=shares[0],
         top10pct_traffic_share=shares[1],
-        unseen_recent_share=_unseen_recent_share(sketch, recent_window_s),
+        unseen_recent_share=_unseen_recent_share(sketch, sample, recent_window_s),
         first_seen_s=sketch.first_seen_s,
         last_seen_s=sketch.last_seen_s,
         log_end_s=sketch.log_end_s,

@@ -1,5 +1,6 @@
-"""A SIGKILLed ingest leaves the store consistent: it reopens, every committed batch is fully present,
-no uncommitted row is visible, and re-running the ingest ends with exactly the expected rows."""
+"""A SIGKILLed ingest leaves the store consistent: it reopens, every committed batch is fully
+present, no uncommitted row is visible, and re-running the ingest ends with exactly the expected
+rows."""
 
 import os
 import signal
@@ -46,12 +47,14 @@ Path(marker + ".done").write_text("finished")
 def _snapshot(path: Path) -> np.ndarray:
     ids = np.arange(ROWS, dtype=np.int64)
     valid = ids % NULL_EVERY != 3
-    table = pa.table({
-        "ad_id": pa.array(ids, mask=~valid),
-        "ts": pa.array(1_700_000_000 + ids // 100),
-        "ctr": pa.array((ids % 1000).astype(np.float32) / 1000),
-        "row": pa.array(ids),
-    })
+    table = pa.table(
+        {
+            "ad_id": pa.array(ids, mask=~valid),
+            "ts": pa.array(1_700_000_000 + ids // 100),
+            "ctr": pa.array((ids % 1000).astype(np.float32) / 1000),
+            "row": pa.array(ids),
+        }
+    )
     pq.write_table(table, path)  # one row group: batches are exactly BATCH_ROWS rows
     return valid
 
@@ -62,10 +65,20 @@ def test_sigkill_mid_ingest_leaves_a_consistent_resumable_store(tmp_path: Path) 
     store_path = tmp_path / "store"
     marker = tmp_path / "marker"
     child = subprocess.Popen(
-        [sys.executable, "-c", _CHILD, str(store_path), str(snap), str(marker), str(BATCH_ROWS),
-         str(MARK_AFTER_BATCHES)],
-        cwd=REPO, env={**os.environ, "PYTHONPATH": str(REPO)},
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+        [
+            sys.executable,
+            "-c",
+            _CHILD,
+            str(store_path),
+            str(snap),
+            str(marker),
+            str(BATCH_ROWS),
+            str(MARK_AFTER_BATCHES),
+        ],
+        cwd=REPO,
+        env={**os.environ, "PYTHONPATH": str(REPO)},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
     )
     try:
         deadline = time.monotonic() + 60
@@ -85,7 +98,6 @@ def test_sigkill_mid_ingest_leaves_a_consistent_resumable_store(tmp_path: Path) 
     with FeatureStore.open(store_path) as store:  # opens: the lock died with the process
         (cp,) = store.checkpoints("ads")
         assert not cp.done
-        print("COMMITTED", cp.batches_committed)
         assert MARK_AFTER_BATCHES <= cp.batches_committed < ROWS // BATCH_ROWS
         consumed = cp.rows_written + cp.rows_rejected
         assert consumed == cp.batches_committed * BATCH_ROWS
@@ -94,16 +106,27 @@ def test_sigkill_mid_ingest_leaves_a_consistent_resumable_store(tmp_path: Path) 
         # Every row of a committed batch is present and no row of any other batch is.
         frame = store.get_latest("ads", np.arange(ROWS), features=["row"])
         np.testing.assert_array_equal(frame.found, valid & committed)
-        np.testing.assert_array_equal(frame["row"].values[frame.found], np.flatnonzero(valid & committed))
+        np.testing.assert_array_equal(
+            frame["row"].values[frame.found], np.flatnonzero(valid & committed)
+        )
         (stats,) = store.stats()
         assert stats.versions == stats.entities == cp.rows_written
 
-        report = ingest_parquet(store, [snap], group="ads", entity_column="ad_id", timestamp_column="ts",
-                                batch_rows=BATCH_ROWS)
+        report = ingest_parquet(
+            store,
+            [snap],
+            group="ads",
+            entity_column="ad_id",
+            timestamp_column="ts",
+            batch_rows=BATCH_ROWS,
+        )
         (r,) = report.files
         assert r.batches_skipped == cp.batches_committed
         assert r.rows_written == int(valid.sum()) - cp.rows_written
-        assert (r.total_rows_written, r.total_rows_rejected) == (int(valid.sum()), int((~valid).sum()))
+        assert (r.total_rows_written, r.total_rows_rejected) == (
+            int(valid.sum()),
+            int((~valid).sum()),
+        )
         (stats,) = store.stats()
         assert stats.versions == stats.entities == int(valid.sum())
         assert store.get_latest("ads", np.arange(ROWS), features=["row"]).found.sum() == valid.sum()

@@ -52,3 +52,9 @@ def test_id_keys_from_arrow_ints_are_their_own_keys() -> None:
 def test_id_keys_from_arrow_rejects_floats() -> None:
     with pytest.raises(TypeError, match="double"):
         id_keys_from_arrow(pa.array([1.5]))
+
+
+def test_id_keys_from_arrow_uint64_above_int64_range_keeps_bits() -> None:
+    keys, valid = id_keys_from_arrow(pa.array([2**64 - 1, 2**63, 5], pa.uint64()))
+    assert keys.tolist() == [-1, -(2**63), 5]
+    assert valid.all()

@@ -10,7 +10,14 @@ from hypothesis import strategies as st
 
 from adrank.errors import InputError
 from feature_service.codec import HEADER_BYTES, ValueCodec, check_columns, read_headers
-from feature_service.types import Dtype, EntityIdKind, FeatureColumn, FeatureGroup, FeatureSpec, Shape
+from feature_service.types import (
+    Dtype,
+    EntityIdKind,
+    FeatureColumn,
+    FeatureGroup,
+    FeatureSpec,
+    Shape,
+)
 
 
 def column(spec: FeatureSpec, rows: list[Any]) -> FeatureColumn:
@@ -27,7 +34,9 @@ def column(spec: FeatureSpec, rows: list[Any]) -> FeatureColumn:
         vals = [[0] * spec.dim if r is None else r for r in rows]
         return FeatureColumn(spec, np.array(vals, dtype=dt).reshape(len(rows), spec.dim), valid)
     flat = [x for r in rows if r is not None for x in r]
-    offsets = np.concatenate([[0], np.cumsum([0 if r is None else len(r) for r in rows])]).astype(np.int64)
+    offsets = np.concatenate([[0], np.cumsum([0 if r is None else len(r) for r in rows])]).astype(
+        np.int64
+    )
     return FeatureColumn(spec, np.array(flat, dtype=dt), valid, offsets)
 
 
@@ -66,9 +75,12 @@ def _value(spec: FeatureSpec) -> st.SearchStrategy[Any]:
 def groups_and_rows(draw: st.DrawFn) -> tuple[FeatureGroup, list[dict[str, Any]]]:
     n_feats = draw(st.integers(1, 10))  # > 8 features exercises a 2-byte null bitmap
     group = group_of(*[draw(specs(f"f{i}")) for i in range(n_feats)])
-    rows = draw(st.lists(
-        st.fixed_dictionaries({s.name: st.none() | _value(s) for s in group.features}), max_size=20
-    ))
+    rows = draw(
+        st.lists(
+            st.fixed_dictionaries({s.name: st.none() | _value(s) for s in group.features}),
+            max_size=20,
+        )
+    )
     return group, rows
 
 
@@ -79,8 +91,14 @@ def test_round_trip_every_dtype_and_shape_with_nulls(
 ) -> None:
     group, rows = data
     n = len(rows)
-    ev = np.array(times.draw(st.lists(st.integers(-(2**63), 2**63 - 1), min_size=n, max_size=n)), dtype=np.int64)
-    cr = np.array(times.draw(st.lists(st.integers(-(2**63), 2**63 - 1), min_size=n, max_size=n)), dtype=np.int64)
+    ev = np.array(
+        times.draw(st.lists(st.integers(-(2**63), 2**63 - 1), min_size=n, max_size=n)),
+        dtype=np.int64,
+    )
+    cr = np.array(
+        times.draw(st.lists(st.integers(-(2**63), 2**63 - 1), min_size=n, max_size=n)),
+        dtype=np.int64,
+    )
     cols = {s.name: column(s, [r[s.name] for r in rows]) for s in group.features}
     check_columns(group, cols, n)
     codec = ValueCodec(group)
@@ -114,11 +132,30 @@ def test_values_of_an_older_schema_version_read_new_features_as_null() -> None:
     a = FeatureSpec("a", Dtype.FLOAT32)
     lst = FeatureSpec("l", Dtype.INT64, Shape.LIST)
     v1 = group_of(a, lst)
-    old = ValueCodec(v1).encode(np.array([1, 2]), np.array([0, 0]), {"a": column(a, [1.5, None]), "l": column(lst, [[1, 2], []])})
-    v2 = group_of(a, lst, FeatureSpec("b", Dtype.INT64, since_version=2), FeatureSpec("s", Dtype.STRING, since_version=2), version=2)
+    old = ValueCodec(v1).encode(
+        np.array([1, 2]),
+        np.array([0, 0]),
+        {"a": column(a, [1.5, None]), "l": column(lst, [[1, 2], []])},
+    )
+    v2 = group_of(
+        a,
+        lst,
+        FeatureSpec("b", Dtype.INT64, since_version=2),
+        FeatureSpec("s", Dtype.STRING, since_version=2),
+        version=2,
+    )
     codec2 = ValueCodec(v2)
     b, s = v2.features[2], v2.features[3]
-    new = codec2.encode(np.array([3]), np.array([0]), {"a": column(a, [2.5]), "l": column(lst, [[9]]), "b": column(b, [4]), "s": column(s, ["z"])})
+    new = codec2.encode(
+        np.array([3]),
+        np.array([0]),
+        {
+            "a": column(a, [2.5]),
+            "l": column(lst, [[9]]),
+            "b": column(b, [4]),
+            "s": column(s, ["z"]),
+        },
+    )
     dec = codec2.decode([new[0], old[0], None, old[1]])
     assert dec.columns["a"].to_pylist() == [2.5, 1.5, None, None]
     assert dec.columns["l"].to_pylist() == [[9], [1, 2], None, []]
@@ -129,7 +166,9 @@ def test_values_of_an_older_schema_version_read_new_features_as_null() -> None:
 def test_layout_is_the_documented_one() -> None:
     a = FeatureSpec("a", Dtype.INT64)
     s = FeatureSpec("s", Dtype.STRING)
-    (v,) = ValueCodec(group_of(a, s)).encode(np.array([1]), np.array([2]), {"a": column(a, [3]), "s": column(s, ["hi"])})
+    (v,) = ValueCodec(group_of(a, s)).encode(
+        np.array([1]), np.array([2]), {"a": column(a, [3]), "s": column(s, ["hi"])}
+    )
     assert v[0] == 1  # codec format
     assert int.from_bytes(v[1:3], "little") == 1  # schema version
     assert int.from_bytes(v[3:11], "little", signed=True) == 1
@@ -139,13 +178,16 @@ def test_layout_is_the_documented_one() -> None:
     assert v[28:] == (2).to_bytes(4, "little") + b"hi"
 
 
-@pytest.mark.parametrize("mutate", [
-    lambda v: v[:-1],  # truncated list data
-    lambda v: v[:10],  # truncated header
-    lambda v: b"\x07" + v[1:],  # unknown codec format
-    lambda v: v[:1] + (9).to_bytes(2, "little") + v[3:],  # unknown schema version
-    lambda v: v + b"\x00",  # trailing garbage
-])
+@pytest.mark.parametrize(
+    "mutate",
+    [
+        lambda v: v[:-1],  # truncated list data
+        lambda v: v[:10],  # truncated header
+        lambda v: b"\x07" + v[1:],  # unknown codec format
+        lambda v: v[:1] + (9).to_bytes(2, "little") + v[3:],  # unknown schema version
+        lambda v: v + b"\x00",  # trailing garbage
+    ],
+)
 def test_corrupt_values_raise(mutate: Any) -> None:
     lst = FeatureSpec("l", Dtype.FLOAT64, Shape.LIST)
     codec = ValueCodec(group_of(lst))
@@ -161,7 +203,9 @@ def test_check_columns_names_every_bad_feature() -> None:
     group = group_of(a, vec, lst)
     cols = {
         "a": FeatureColumn(a, np.zeros(2, dtype=np.float64), np.ones(2, dtype=bool)),  # wrong dtype
-        "vec": FeatureColumn(vec, np.zeros((2, 2), dtype=np.float32), np.ones(2, dtype=bool)),  # wrong dim
+        "vec": FeatureColumn(
+            vec, np.zeros((2, 2), dtype=np.float32), np.ones(2, dtype=bool)
+        ),  # wrong dim
         "extra": column(a, [1, 2]),
     }
     with pytest.raises(InputError) as ei:
@@ -169,6 +213,8 @@ def test_check_columns_names_every_bad_feature() -> None:
     msg = str(ei.value)
     for culprit in ("'a'", "'vec'", "lst", "extra"):
         assert culprit in msg
-    bad_offsets = FeatureColumn(lst, np.zeros(1, dtype=np.int64), np.ones(2, dtype=bool), np.array([0, 2, 1]))
+    bad_offsets = FeatureColumn(
+        lst, np.zeros(1, dtype=np.int64), np.ones(2, dtype=bool), np.array([0, 2, 1])
+    )
     with pytest.raises(InputError, match="lst"):
         check_columns(group_of(lst), {"lst": bad_offsets}, 2)

@@ -38,7 +38,9 @@ def test_entity_dominates_the_version_order(a: int, b: int, e1: int, e2: int) ->
 
 
 @given(entity=i64, event=i64, created=i64, as_of=i64)
-def test_as_of_seek_lands_on_versions_at_or_before_t(entity: int, event: int, created: int, as_of: int) -> None:
+def test_as_of_seek_lands_on_versions_at_or_before_t(
+    entity: int, event: int, created: int, as_of: int
+) -> None:
     (vk,) = K.version_keys([entity], [event], [created])
     (sk,) = K.seek_keys([entity], as_of)
     assert len(sk) == K.SEEK_KEY_BYTES

@@ -29,16 +29,30 @@ def test_valid_group_passes() -> None:
 
 def test_validation_reports_every_problem_naming_features() -> None:
     bad = FeatureGroup(
-        "bad name", "ad", EntityIdKind.INT,
-        (CTR, CTR, FeatureSpec("found", Dtype.BOOL), FeatureSpec("v", Dtype.FLOAT32, Shape.VECTOR, 0),
-         FeatureSpec("sl", Dtype.STRING, Shape.LIST)),
+        "bad name",
+        "ad",
+        EntityIdKind.INT,
+        (
+            CTR,
+            CTR,
+            FeatureSpec("found", Dtype.BOOL),
+            FeatureSpec("v", Dtype.FLOAT32, Shape.VECTOR, 0),
+            FeatureSpec("sl", Dtype.STRING, Shape.LIST),
+        ),
         ttl_s=-5,
     )
     with pytest.raises(InputError) as ei:
         validate_group(bad)
     msg = str(ei.value)
     assert "6 problems" in msg
-    for culprit in ("'bad name'", "'ctr' is declared twice", "'found' is reserved", "'v'", "'sl'", "ttl_s"):
+    for culprit in (
+        "'bad name'",
+        "'ctr' is declared twice",
+        "'found' is reserved",
+        "'v'",
+        "'sl'",
+        "ttl_s",
+    ):
         assert culprit in msg
 
 
@@ -67,7 +81,9 @@ def test_added_features_need_permission_and_get_a_new_schema_version() -> None:
 
 def test_changed_or_removed_features_are_refused_by_name() -> None:
     stored = ads(CTR, EMB, HIST)
-    incoming = ads(FeatureSpec("ctr", Dtype.FLOAT64), FeatureSpec("emb", Dtype.FLOAT32, Shape.VECTOR, dim=4))
+    incoming = ads(
+        FeatureSpec("ctr", Dtype.FLOAT64), FeatureSpec("emb", Dtype.FLOAT32, Shape.VECTOR, dim=4)
+    )
     with pytest.raises(InputError) as ei:
         merge_group(stored, incoming, allow_new_features=True, source="snap.parquet")
     msg = str(ei.value)
@@ -84,7 +100,9 @@ def test_entity_type_and_id_kind_cannot_change() -> None:
 
 
 def test_json_round_trip_and_corruption() -> None:
-    merged, _ = merge_group(ads(CTR, ttl_s=86_400), ads(CTR, EMB, HIST, ttl_s=86_400), allow_new_features=True)
+    merged, _ = merge_group(
+        ads(CTR, ttl_s=86_400), ads(CTR, EMB, HIST, ttl_s=86_400), allow_new_features=True
+    )
     doc = group_to_json(merged)
     assert doc["kind"] == "adrank.feature_group" and doc["format_version"] == 1
     assert group_from_json(doc) == merged
@@ -96,31 +114,37 @@ def test_json_round_trip_and_corruption() -> None:
         group_from_json({**doc, "ttl_s": -1})
 
 
-@pytest.mark.parametrize(("arrow_type", "expected"), [
-    (pa.int8(), FeatureSpec("c", Dtype.INT64)),
-    (pa.uint32(), FeatureSpec("c", Dtype.INT64)),
-    (pa.timestamp("ms", tz="UTC"), FeatureSpec("c", Dtype.INT64)),
-    (pa.float16(), FeatureSpec("c", Dtype.FLOAT32)),
-    (pa.float32(), FeatureSpec("c", Dtype.FLOAT32)),
-    (pa.float64(), FeatureSpec("c", Dtype.FLOAT64)),
-    (pa.bool_(), FeatureSpec("c", Dtype.BOOL)),
-    (pa.string(), FeatureSpec("c", Dtype.STRING)),
-    (pa.large_string(), FeatureSpec("c", Dtype.STRING)),
-    (pa.dictionary(pa.int32(), pa.string()), FeatureSpec("c", Dtype.STRING)),
-    (pa.list_(pa.int32()), FeatureSpec("c", Dtype.INT64, Shape.LIST)),
-    (pa.large_list(pa.float64()), FeatureSpec("c", Dtype.FLOAT64, Shape.LIST)),
-    (pa.list_(pa.float32(), 16), FeatureSpec("c", Dtype.FLOAT32, Shape.VECTOR, 16)),
-])
+@pytest.mark.parametrize(
+    ("arrow_type", "expected"),
+    [
+        (pa.int8(), FeatureSpec("c", Dtype.INT64)),
+        (pa.uint32(), FeatureSpec("c", Dtype.INT64)),
+        (pa.timestamp("ms", tz="UTC"), FeatureSpec("c", Dtype.INT64)),
+        (pa.float16(), FeatureSpec("c", Dtype.FLOAT32)),
+        (pa.float32(), FeatureSpec("c", Dtype.FLOAT32)),
+        (pa.float64(), FeatureSpec("c", Dtype.FLOAT64)),
+        (pa.bool_(), FeatureSpec("c", Dtype.BOOL)),
+        (pa.string(), FeatureSpec("c", Dtype.STRING)),
+        (pa.large_string(), FeatureSpec("c", Dtype.STRING)),
+        (pa.dictionary(pa.int32(), pa.string()), FeatureSpec("c", Dtype.STRING)),
+        (pa.list_(pa.int32()), FeatureSpec("c", Dtype.INT64, Shape.LIST)),
+        (pa.large_list(pa.float64()), FeatureSpec("c", Dtype.FLOAT64, Shape.LIST)),
+        (pa.list_(pa.float32(), 16), FeatureSpec("c", Dtype.FLOAT32, Shape.VECTOR, 16)),
+    ],
+)
 def test_arrow_types_map_to_feature_specs(arrow_type: pa.DataType, expected: FeatureSpec) -> None:
     assert spec_from_arrow_field(pa.field("c", arrow_type), "f.parquet") == expected
 
 
-@pytest.mark.parametrize(("arrow_type", "hint"), [
-    (pa.list_(pa.string()), "string_id_keys"),
-    (pa.struct([("x", pa.int64())]), "cast or drop"),
-    (pa.decimal128(10, 2), "cast or drop"),
-    (pa.list_(pa.list_(pa.int64())), "cast the elements"),
-])
+@pytest.mark.parametrize(
+    ("arrow_type", "hint"),
+    [
+        (pa.list_(pa.string()), "string_id_keys"),
+        (pa.struct([("x", pa.int64())]), "cast or drop"),
+        (pa.decimal128(10, 2), "cast or drop"),
+        (pa.list_(pa.list_(pa.int64())), "cast the elements"),
+    ],
+)
 def test_unsupported_arrow_types_name_file_and_column(arrow_type: pa.DataType, hint: str) -> None:
     with pytest.raises(InputError) as ei:
         spec_from_arrow_field(pa.field("weird", arrow_type), "f.parquet")

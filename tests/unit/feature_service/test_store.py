@@ -36,20 +36,26 @@ FEATURES = (
 )
 
 
-def group(name: str = "ads", ttl_s: int | None = None, kind: EntityIdKind = EntityIdKind.INT) -> FeatureGroup:
+def group(
+    name: str = "ads", ttl_s: int | None = None, kind: EntityIdKind = EntityIdKind.INT
+) -> FeatureGroup:
     return FeatureGroup(name, "ad", kind, FEATURES, ttl_s)
 
 
-def cols(g: FeatureGroup, rids: Sequence[int]) -> dict:
+def cols(g: FeatureGroup, rids: Sequence[int] | np.ndarray) -> dict:
     """Feature columns for rows identified by ``rids``; every value is derived from the rid."""
     r = list(rids)
-    table = pa.table({
-        "rid": pa.array(r, pa.int64()),
-        "ctr": pa.array([x / 8 for x in r], pa.float32()),
-        "tags": pa.array([[x] * (x % 3) for x in r], pa.list_(pa.int64())),
-        "title": pa.array([None if x % 5 == 0 else f"t{x}" for x in r], pa.string()),
-        "emb": pa.FixedSizeListArray.from_arrays(pa.array([v for x in r for v in (x, -x)], pa.float32()), 2),
-    })
+    table = pa.table(
+        {
+            "rid": pa.array(r, pa.int64()),
+            "ctr": pa.array([x / 8 for x in r], pa.float32()),
+            "tags": pa.array([[x] * (x % 3) for x in r], pa.list_(pa.int64())),
+            "title": pa.array([None if x % 5 == 0 else f"t{x}" for x in r], pa.string()),
+            "emb": pa.FixedSizeListArray.from_arrays(
+                pa.array([v for x in r for v in (x, -x)], pa.float32()), 2
+            ),
+        }
+    )
     return columns_from_arrow(table, g, "test")
 
 
@@ -61,8 +67,13 @@ def write(store: FeatureStore, name: str, rows: list[tuple[int, int, int, int]])
     store.write(name, ids, ev, cols(store.group(name), rids), created_us=cr)
 
 
-def oracle(rows: list[tuple[int, int, int, int]], entity: int, as_of: int | None, ttl_us: int | None,
-           now: int | None = None) -> tuple[int, int, int] | None:
+def oracle(
+    rows: list[tuple[int, int, int, int]],
+    entity: int,
+    as_of: int | None,
+    ttl_us: int | None,
+    now: int | None = None,
+) -> tuple[int, int, int] | None:
     """Slow, obvious: the newest (event, created) row of ``entity`` with event <= as_of (the later
     write wins exact ties), or None; expired when older than (as_of or now) - ttl."""
     best = None
@@ -86,7 +97,9 @@ def check_frame(frame, expected: list[tuple[int, int, int] | None]) -> None:
     rids = [None if e is None else e[2] for e in expected]
     assert frame["rid"].to_pylist() == rids
     assert frame["tags"].to_pylist() == [None if x is None else [x] * (x % 3) for x in rids]
-    assert frame["title"].to_pylist() == [None if x is None or x % 5 == 0 else f"t{x}" for x in rids]
+    assert frame["title"].to_pylist() == [
+        None if x is None or x % 5 == 0 else f"t{x}" for x in rids
+    ]
     assert frame["emb"].to_pylist() == [None if x is None else [float(x), float(-x)] for x in rids]
 
 
@@ -103,8 +116,12 @@ rows_strategy = st.lists(
 
 
 @settings(max_examples=80, deadline=None)
-@given(raw=rows_strategy, ttl=st.none() | st.integers(1, 6), splits=st.lists(st.integers(0, 40), max_size=3),
-       times=st.lists(st.integers(-1, 14), min_size=1, max_size=6))
+@given(
+    raw=rows_strategy,
+    ttl=st.none() | st.integers(1, 6),
+    splits=st.lists(st.integers(0, 40), max_size=3),
+    times=st.lists(st.integers(-1, 14), min_size=1, max_size=6),
+)
 def test_latest_and_as_of_match_the_oracle(raw, ttl, splits, times) -> None:
     rows = [(e, ev * S, cr * S, i) for i, (e, ev, cr) in enumerate(raw)]
     ttl_us = None if ttl is None else ttl * S
@@ -115,15 +132,26 @@ def test_latest_and_as_of_match_the_oracle(raw, ttl, splits, times) -> None:
         for a, b in zip(cuts, cuts[1:], strict=False):
             write(store, "ads", rows[a:b])
         entities = list(range(-4, 7))  # includes entities never written
-        check_frame(store.get_latest("ads", entities), [oracle(rows, e, None, None) for e in entities])
+        check_frame(
+            store.get_latest("ads", entities), [oracle(rows, e, None, None) for e in entities]
+        )
         now = 10 * S
-        check_frame(store.get_latest("ads", entities, now_us=now), [oracle(rows, e, None, ttl_us, now) for e in entities])
+        check_frame(
+            store.get_latest("ads", entities, now_us=now),
+            [oracle(rows, e, None, ttl_us, now) for e in entities],
+        )
         for t in times:
-            check_frame(store.get_as_of("ads", entities, t * S), [oracle(rows, e, t * S, ttl_us) for e in entities])
+            check_frame(
+                store.get_as_of("ads", entities, t * S),
+                [oracle(rows, e, t * S, ttl_us) for e in entities],
+            )
         # One read time per entity, with repeated entities in any order.
         ids = [e for e in entities for _ in times][::-1]
         per = [t * S for _ in entities for t in times][::-1]
-        check_frame(store.get_as_of("ads", ids, np.array(per)), [oracle(rows, e, t, ttl_us) for e, t in zip(ids, per, strict=True)])
+        check_frame(
+            store.get_as_of("ads", ids, np.array(per)),
+            [oracle(rows, e, t, ttl_us) for e, t in zip(ids, per, strict=True)],
+        )
 
 
 @settings(max_examples=25, deadline=None)
@@ -134,7 +162,9 @@ def test_compaction_never_changes_reads_at_or_after_now(raw, ttl, now, drop) -> 
     with tempfile.TemporaryDirectory() as d, FeatureStore.open(Path(d) / "s") as store:
         store.register_group(group(ttl_s=ttl))
         write(store, "ads", rows)
-        before = [store.get_as_of("ads", entities, t * S)["rid"].to_pylist() for t in range(now, 20)]
+        before = [
+            store.get_as_of("ads", entities, t * S)["rid"].to_pylist() for t in range(now, 20)
+        ]
         report = store.compact(now * S, drop_expired=drop)
         after = [store.get_as_of("ads", entities, t * S)["rid"].to_pylist() for t in range(now, 20)]
         assert after == before
@@ -149,14 +179,22 @@ def test_compaction_never_changes_reads_at_or_after_now(raw, ttl, now, drop) -> 
             assert latest.found.sum() == stats.entities
 
 
-def test_compaction_keeps_the_newest_version_and_drops_shadowed_expired_ones(store: FeatureStore) -> None:
+def test_compaction_keeps_the_newest_version_and_drops_shadowed_expired_ones(
+    store: FeatureStore,
+) -> None:
     store.register_group(group(ttl_s=20))
     store.register_group(group("forever"))
-    write(store, "ads", [(1, 10 * S, 0, 1), (1, 50 * S, 0, 2), (1, 100 * S, 0, 3), (2, 10 * S, 0, 4)])
+    write(
+        store, "ads", [(1, 10 * S, 0, 1), (1, 50 * S, 0, 2), (1, 100 * S, 0, 3), (2, 10 * S, 0, 4)]
+    )
     write(store, "forever", [(1, 10 * S, 0, 1), (1, 50 * S, 0, 2)])
     report = store.compact(75 * S)
     by = {g.group: g for g in report.groups}
-    assert (by["ads"].versions_scanned, by["ads"].versions_deleted, by["ads"].entities_dropped) == (4, 2, 0)
+    assert (by["ads"].versions_scanned, by["ads"].versions_deleted, by["ads"].entities_dropped) == (
+        4,
+        2,
+        0,
+    )
     assert by["forever"].versions_deleted == 0
     stats = {s.group: s for s in store.stats()}
     assert (stats["ads"].entities, stats["ads"].versions) == (2, 2)
@@ -172,11 +210,19 @@ def test_stats_count_entities_versions_and_time_range(store: FeatureStore) -> No
     assert store.stats()[0].versions == 0 and store.stats()[0].oldest_event_us is None
     write(store, "ads", [(1, 5 * S, 0, 1), (1, 7 * S, 0, 2), (-2, 3 * S, 1, 3), (9, 11 * S, 0, 4)])
     (s,) = store.stats()
-    assert (s.group, s.entities, s.versions, s.oldest_event_us, s.newest_event_us) == ("ads", 3, 4, 3 * S, 11 * S)
+    assert (s.group, s.entities, s.versions, s.oldest_event_us, s.newest_event_us) == (
+        "ads",
+        3,
+        4,
+        3 * S,
+        11 * S,
+    )
     assert s.disk_bytes > 0
 
 
-def test_created_time_breaks_event_ties_and_identical_versions_are_replaced(store: FeatureStore) -> None:
+def test_created_time_breaks_event_ties_and_identical_versions_are_replaced(
+    store: FeatureStore,
+) -> None:
     store.register_group(group())
     write(store, "ads", [(1, 5 * S, 2 * S, 10), (1, 5 * S, 1 * S, 11)])
     assert store.get_latest("ads", [1])["rid"].to_pylist() == [10]
@@ -194,29 +240,51 @@ def test_request_read_one_user_and_hundreds_of_ads(store: FeatureStore) -> None:
     users = FeatureGroup("users", "user", EntityIdKind.STRING, (FeatureSpec("age", Dtype.INT64),))
     store.register_group(users)
     store.register_group(group())
-    store.write("users", ["u1", "u2"], [1 * S, 1 * S], {
-        "age": columns_from_arrow(pa.table({"age": pa.array([30, 40])}), users, "t")["age"],
-    })
+    store.write(
+        "users",
+        ["u1", "u2"],
+        [1 * S, 1 * S],
+        {
+            "age": columns_from_arrow(pa.table({"age": pa.array([30, 40])}), users, "t")["age"],
+        },
+    )
     ad_ids = np.arange(500, dtype=np.int64) * 7 - 1000
-    write(store, "ads", [(int(a), 2 * S, 0, i) for i, a in enumerate(ad_ids) if i % 10])  # every 10th missing
-    req = store.get_request(user_group="users", user_id="u2", candidate_group="ads", candidate_ids=ad_ids,
-                            candidate_features=["rid", "ctr"])
+    write(
+        store, "ads", [(int(a), 2 * S, 0, i) for i, a in enumerate(ad_ids) if i % 10]
+    )  # every 10th missing
+    req = store.get_request(
+        user_group="users",
+        user_id="u2",
+        candidate_group="ads",
+        candidate_ids=ad_ids,
+        candidate_features=["rid", "ctr"],
+    )
     assert req.user["age"].to_pylist() == [40]
     assert req.user.entity_keys.tolist() == string_id_keys(["u2"]).tolist()
     assert list(req.candidates.columns) == ["rid", "ctr"]
     assert req.candidates["rid"].to_pylist() == [None if i % 10 == 0 else i for i in range(500)]
     assert req.candidates.found.sum() == 450
     table = req.candidates.to_arrow()
-    assert table.num_rows == 500 and table.column_names[:4] == ["entity_key", "found", "event_ts", "created_ts"]
-    old = store.get_request(user_group="users", user_id="u1", candidate_group="ads", candidate_ids=ad_ids[:3],
-                            as_of_us=1 * S)
+    assert table.num_rows == 500 and table.column_names[:4] == [
+        "entity_key",
+        "found",
+        "event_ts",
+        "created_ts",
+    ]
+    old = store.get_request(
+        user_group="users",
+        user_id="u1",
+        candidate_group="ads",
+        candidate_ids=ad_ids[:3],
+        as_of_us=1 * S,
+    )
     assert old.user.found.tolist() == [True] and not old.candidates.found.any()
 
 
 def test_batched_read_validates_every_read_before_reading(store: FeatureStore) -> None:
     store.register_group(group())
     with pytest.raises(InputError) as ei:
-        store.get_batch([FeatureRead("ads", ["x"]), FeatureRead("ads", [1.5])])
+        store.get_batch([FeatureRead("ads", ["x"]), FeatureRead("ads", [1.5])])  # type: ignore[arg-type]
     assert "2 problems" in str(ei.value)
     with pytest.raises(NotFoundError, match="no feature group 'nope'"):
         store.get_batch([FeatureRead("ads", [1]), FeatureRead("nope", [1])])
@@ -240,7 +308,7 @@ def test_wrong_input_is_an_input_error_naming_it(store: FeatureStore) -> None:
         store.get_as_of("ads", [1, 2], [1, 2, 3])
     c = cols(store.group("ads"), [1])
     with pytest.raises(InputError, match="event_us"):
-        store.write("ads", [1], [1.5], c)
+        store.write("ads", [1], [1.5], c)  # type: ignore[list-item]
     del c["title"]
     with pytest.raises(InputError, match="title"):
         store.write("ads", [1], [1], c)
@@ -263,9 +331,15 @@ def test_schema_evolution_survives_reopen_and_old_values_read_null(tmp_path: Pat
         g = store.register_group(group(ttl_s=60))
         write(store, "ads", [(1, S, 0, 1)])
         with pytest.raises(InputError, match="fresh"):
-            store.register_group(FeatureGroup("ads", "ad", EntityIdKind.INT, (*FEATURES, FeatureSpec("fresh", Dtype.BOOL)), 60))
+            store.register_group(
+                FeatureGroup(
+                    "ads", "ad", EntityIdKind.INT, (*FEATURES, FeatureSpec("fresh", Dtype.BOOL)), 60
+                )
+            )
         g2 = store.register_group(
-            FeatureGroup("ads", "ad", EntityIdKind.INT, (*FEATURES, FeatureSpec("fresh", Dtype.BOOL)), 120),
+            FeatureGroup(
+                "ads", "ad", EntityIdKind.INT, (*FEATURES, FeatureSpec("fresh", Dtype.BOOL)), 120
+            ),
             allow_new_features=True,
         )
         assert g2.schema_version == 2 and g2.ttl_s == 120 and g.schema_version == 1

@@ -25,8 +25,10 @@ def write(path: Path, table: pa.Table) -> Path:
 
 @pytest.fixture()
 def good(tmp_path: Path) -> Path:
-    return write(tmp_path / "good.parquet", pa.table({"ts": pa.array([1, 2], pa.int64()),
-                                                     "ad_id": pa.array([1, 2], pa.int64())}))
+    return write(
+        tmp_path / "good.parquet",
+        pa.table({"ts": pa.array([1, 2], pa.int64()), "ad_id": pa.array([1, 2], pa.int64())}),
+    )
 
 
 def problems_of(paths: list[Path], config: StatsConfig | None = None) -> str:
@@ -83,8 +85,9 @@ def test_missing_feature_column_names_file_and_column(good: Path) -> None:
 
 
 def test_mistyped_feature_column_names_file_column_and_type(tmp_path: Path) -> None:
-    path = write(tmp_path / "f.parquet", pa.table({"price": pa.array([1.5, 2.5]),
-                                                  "ad_id": pa.array([1, 2])}))
+    path = write(
+        tmp_path / "f.parquet", pa.table({"price": pa.array([1.5, 2.5]), "ad_id": pa.array([1, 2])})
+    )
     msg = problems_of([path], StatsConfig(features=("ad_id", "price")))
     assert f"{path}:price" in msg and "double" in msg
 
@@ -107,12 +110,17 @@ def test_every_problem_is_reported_at_once(tmp_path: Path, good: Path) -> None:
 
 
 def test_ambiguous_or_bad_timestamp_columns(tmp_path: Path) -> None:
-    two = write(tmp_path / "two.parquet", pa.table({
-        "ts": pa.array([1]), "event_time": pa.array([2]), "ad_id": pa.array([3])}))
+    two = write(
+        tmp_path / "two.parquet",
+        pa.table({"ts": pa.array([1]), "event_time": pa.array([2]), "ad_id": pa.array([3])}),
+    )
     msg = problems_of([two])
     assert "--timestamp-column" in msg and "event_time" in msg
     # Naming one resolves it; naming a missing one or a float one is an error.
-    assert compute_stats([two], StatsConfig(timestamp_column="event_time")).features["ad_id"].log_end_s == 2
+    assert (
+        compute_stats([two], StatsConfig(timestamp_column="event_time")).features["ad_id"].log_end_s
+        == 2
+    )
     assert f"{two}:when" in problems_of([two], StatsConfig(timestamp_column="when"))
     fl = write(tmp_path / "fl.parquet", pa.table({"time": pa.array([1.5]), "ad_id": pa.array([3])}))
     assert f"{fl}:time" in problems_of([fl])
@@ -126,14 +134,18 @@ def test_same_file_twice_is_refused(tmp_path: Path, good: Path) -> None:
 
 
 def test_no_sparse_columns_asks_for_features(tmp_path: Path) -> None:
-    path = write(tmp_path / "dense.parquet", pa.table({"x": pa.array([0.5]), "label": pa.array([1])}))
+    path = write(
+        tmp_path / "dense.parquet", pa.table({"x": pa.array([0.5]), "label": pa.array([1])})
+    )
     assert "--features" in problems_of([path])
 
 
 def test_declared_roles_decide_which_columns_are_features(tmp_path: Path) -> None:
     table = pa.table({"ad_id": pa.array([1]), "bucket": pa.array([2]), "ts": pa.array([3])})
-    schema = with_roles(table.schema, {"ad_id": ColumnRole.SPARSE, "bucket": ColumnRole.DENSE,
-                                       "ts": ColumnRole.TIMESTAMP})
+    schema = with_roles(
+        table.schema,
+        {"ad_id": ColumnRole.SPARSE, "bucket": ColumnRole.DENSE, "ts": ColumnRole.TIMESTAMP},
+    )
     path = write(tmp_path / "roles.parquet", table.cast(schema))
     (planned,) = plan_inputs([path], StatsConfig())
     assert [c.name for c in planned.features] == ["ad_id"] and planned.timestamp_column == "ts"

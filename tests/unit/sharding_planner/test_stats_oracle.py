@@ -89,7 +89,8 @@ def oracle_feature(
     log_end = max(log_ts) if log_ts else None
     known_last = per_id["last"].dropna()
     unseen = (
-        None if log_end is None or known_last.empty
+        None
+        if log_end is None or known_last.empty
         else float((known_last < log_end - window_s).mean())
     )
     return {
@@ -107,7 +108,8 @@ def oracle_feature(
         ),
         "quantiles": tuple(
             int(np.quantile(counts, q, method="inverted_cdf")) for q in (0.5, 0.9, 0.99)
-        ) + (int(counts.max()),),
+        )
+        + (int(counts.max()),),
         "top1": share(0.01),
         "top10": share(0.10),
         "zipf": oracle_zipf(counts),
@@ -141,7 +143,9 @@ def assert_matches_oracle(fs: FeatureStats, want: dict[str, Any], *, check_raw: 
     assert fs.distinct == want["distinct"] == fs.distinct_sample_estimate
     got_heavy = [(h.id_key, h.count, h.first_seen_s, h.last_seen_s) for h in fs.heavy_hitters]
     assert got_heavy == want["heavy"]
-    assert all(h.max_undercount == 0 for h in fs.heavy_hitters) and fs.heavy_hitter_max_undercount == 0
+    assert (
+        all(h.max_undercount == 0 for h in fs.heavy_hitters) and fs.heavy_hitter_max_undercount == 0
+    )
     if check_raw:
         assert [h.raw_id for h in fs.heavy_hitters] == want["raw"]
     else:
@@ -160,14 +164,18 @@ def assert_matches_oracle(fs: FeatureStats, want: dict[str, Any], *, check_raw: 
     else:
         assert fs.unseen_recent_share == pytest.approx(want["unseen"], abs=1e-12)
     assert (fs.first_seen_s, fs.last_seen_s, fs.log_end_s) == (
-        want["first"], want["last"], want["log_end"]
+        want["first"],
+        want["last"],
+        want["log_end"],
     )
 
 
 # ----------------------------------------------------------------------------- hand-made logs
 
 
-def make_logs(tmp_path: Path, seed: int = 0, n: int = 600) -> list[tuple[Path, pa.Table, str | None]]:
+def make_logs(
+    tmp_path: Path, seed: int = 0, n: int = 600
+) -> list[tuple[Path, pa.Table, str | None]]:
     """Three files with different schemas: (path, table, timestamp column)."""
     rng = np.random.default_rng(seed)
 
@@ -196,29 +204,36 @@ def make_logs(tmp_path: Path, seed: int = 0, n: int = 600) -> list[tuple[Path, p
 
     # Impressions: timestamp[ms] (some null), int + string + list features, a label and a float.
     ts_ms = T0 * 1000 + np.sort(rng.integers(0, 3 * 3_600_000, n))
-    impressions = pa.table({
-        "ts": pa.array(with_nulls([int(v) for v in ts_ms], 0.05), pa.timestamp("ms", tz="UTC")),
-        "ad_id": pa.array(with_nulls([int(v) for v in zipf(n, 200)], 0.1), pa.int64()),
-        "ad_domain": pa.array(with_nulls([f"d{v}.com" for v in zipf(n, 50)], 0.2), pa.string()),
-        "hist": pa.array(id_lists(n, 80, False), pa.list_(pa.int64())),
-        "tags": pa.array(id_lists(n, 30, True), pa.list_(pa.string())),
-        "click": pa.array(rng.integers(0, 2, n), pa.int8()),
-        "price": pa.array(rng.random(n)),
-    })
+    impressions = pa.table(
+        {
+            "ts": pa.array(with_nulls([int(v) for v in ts_ms], 0.05), pa.timestamp("ms", tz="UTC")),
+            "ad_id": pa.array(with_nulls([int(v) for v in zipf(n, 200)], 0.1), pa.int64()),
+            "ad_domain": pa.array(with_nulls([f"d{v}.com" for v in zipf(n, 50)], 0.2), pa.string()),
+            "hist": pa.array(id_lists(n, 80, False), pa.list_(pa.int64())),
+            "tags": pa.array(id_lists(n, 30, True), pa.list_(pa.string())),
+            "click": pa.array(rng.integers(0, 2, n), pa.int8()),
+            "price": pa.array(rng.random(n)),
+        }
+    )
     # Requests: int epoch seconds, a narrower int type, the shared ad_id and tags features.
     m = n // 2
-    requests = pa.table({
-        "ts": pa.array(T0 + 3 * 3_600 + np.sort(rng.integers(0, 7_200, m)), pa.int64()),
-        "user_id": pa.array(zipf(m, 40).astype(np.int32)),
-        "ad_id": pa.array(zipf(m, 200), pa.int64()),
-        "tags": pa.array(id_lists(m, 30, True), pa.large_list(pa.large_string())),
-    })
+    requests = pa.table(
+        {
+            "ts": pa.array(T0 + 3 * 3_600 + np.sort(rng.integers(0, 7_200, m)), pa.int64()),
+            "user_id": pa.array(zipf(m, 40).astype(np.int32)),
+            "ad_id": pa.array(zipf(m, 200), pa.int64()),
+            "tags": pa.array(id_lists(m, 30, True), pa.large_list(pa.large_string())),
+        }
+    )
     # A file without a timestamp, with uint64 ids (some beyond 2**63).
     big = np.array([2**63 + 5, 7, 2**64 - 1, 7], dtype=np.uint64)
     untimed = pa.table({"ad_id": pa.array(np.concatenate([big, zipf(96, 200).astype(np.uint64)]))})
     out = []
-    for name, table, ts_col in (("impressions", impressions, "ts"), ("requests", requests, "ts"),
-                                ("untimed", untimed, None)):
+    for name, table, ts_col in (
+        ("impressions", impressions, "ts"),
+        ("requests", requests, "ts"),
+        ("untimed", untimed, None),
+    ):
         path = tmp_path / f"{name}.parquet"
         pq.write_table(table, path, row_group_size=97)
         out.append((path, table, ts_col))
@@ -257,16 +272,21 @@ def test_untimed_logs_give_null_time_fields(tmp_path: Path) -> None:
     fs = compute_stats([path]).features["C1"]
     assert fs.unseen_recent_share is None
     assert (fs.first_seen_s, fs.last_seen_s, fs.log_end_s) == (None, None, None)
-    assert [(h.id_key, h.count, h.first_seen_s) for h in fs.heavy_hitters] == [(3, 2, None), (4, 1, None)]
+    assert [(h.id_key, h.count, h.first_seen_s) for h in fs.heavy_hitters] == [
+        (3, 2, None),
+        (4, 1, None),
+    ]
     assert fs.coverage == 0.75
 
 
 def test_explicit_features_include_non_sparse_roles_and_dictionary_columns(tmp_path: Path) -> None:
-    table = pa.table({
-        "request_id": pa.array([10, 11, 11, 12], pa.int64()),  # role KEY, id-typed
-        "cat": pa.array(["a", "b", None, "a"]).dictionary_encode(),
-        "ts": pa.array([T0, T0 + 10, T0 + 20, T0 + 30], pa.timestamp("s")),
-    })
+    table = pa.table(
+        {
+            "request_id": pa.array([10, 11, 11, 12], pa.int64()),  # role KEY, id-typed
+            "cat": pa.array(["a", "b", None, "a"]).dictionary_encode(),
+            "ts": pa.array([T0, T0 + 10, T0 + 20, T0 + 30], pa.timestamp("s")),
+        }
+    )
     path = tmp_path / "x.parquet"
     pq.write_table(table, path)
     report = compute_stats([path], StatsConfig(features=("request_id", "cat"), heavy_hitters=3))
@@ -274,7 +294,8 @@ def test_explicit_features_include_non_sparse_roles_and_dictionary_columns(tmp_p
     cat = report.features["cat"]
     assert cat.id_kind is IdKind.STRING
     assert [(h.id_key, h.count, h.raw_id) for h in cat.heavy_hitters] == [
-        (oracle_key("a"), 2, "a"), (oracle_key("b"), 1, "b")
+        (oracle_key("a"), 2, "a"),
+        (oracle_key("b"), 1, "b"),
     ]
     assert cat.heavy_hitters[0].first_seen_s == T0 and cat.heavy_hitters[0].last_seen_s == T0 + 30
     assert report.features["request_id"].heavy_hitters[0].id_key == 11
@@ -282,10 +303,12 @@ def test_explicit_features_include_non_sparse_roles_and_dictionary_columns(tmp_p
 
 def test_unseen_recent_share_and_times_on_a_tiny_case(tmp_path: Path) -> None:
     # id 1 last seen at +100 s, id 2 at +5000 s, id 3 at +7200 s; the logs end at +7200 s.
-    table = pa.table({
-        "ts": pa.array([T0, T0 + 100, T0 + 5_000, T0 + 7_200, T0 + 7_200], pa.int64()),
-        "x": pa.array([1, 1, 2, 3, None], pa.int64()),
-    })
+    table = pa.table(
+        {
+            "ts": pa.array([T0, T0 + 100, T0 + 5_000, T0 + 7_200, T0 + 7_200], pa.int64()),
+            "x": pa.array([1, 1, 2, 3, None], pa.int64()),
+        }
+    )
     path = tmp_path / "t.parquet"
     pq.write_table(table, path)
     fs = compute_stats([path], StatsConfig(recent_window_s=3_600)).features["x"]

@@ -19,12 +19,14 @@ HYP = settings(max_examples=60, deadline=None, suppress_health_check=[HealthChec
 
 
 def new_sketch(limit: int = 1 << 19, p: int = 10, keep: int = 8) -> FeatureSketch:
-    return FeatureSketch.empty("f", IdKind.INT, False, exact_limit=limit, hll_precision=p, heavy_keep=keep)
+    return FeatureSketch.empty(
+        "f", IdKind.INT, False, exact_limit=limit, hll_precision=p, heavy_keep=keep
+    )
 
 
 def feed(sketch: FeatureSketch, keys: np.ndarray, ts: np.ndarray, chunk: int) -> FeatureSketch:
     for i in range(0, len(keys), chunk):
-        k, t = keys[i:i + chunk], ts[i:i + chunk]
+        k, t = keys[i : i + chunk], ts[i : i + chunk]
         sketch.observe(np.ascontiguousarray(k), ts=np.ascontiguousarray(t))
         sketch.add_rows(len(k), len(k), int(t.min()), int(t.max()))
     return sketch
@@ -60,8 +62,10 @@ streams = st.integers(0, 2**32 - 1).flatmap(
 
 def draw_stream(seed: int, n: int, universe: int) -> tuple[np.ndarray, np.ndarray]:
     rng = np.random.default_rng(seed)
-    keys = (rng.zipf(1.2, n) % universe).astype(np.int64) if universe < 2**62 else rng.integers(
-        -(2**63), 2**63 - 1, n, dtype=np.int64
+    keys = (
+        (rng.zipf(1.2, n) % universe).astype(np.int64)
+        if universe < 2**62
+        else rng.integers(-(2**63), 2**63 - 1, n, dtype=np.int64)
     )
     ts = rng.integers(0, 10_000, n).astype(np.int64)
     return keys, ts
@@ -189,7 +193,9 @@ def test_hll_within_stated_error_across_the_range(p: int, n: int) -> None:
 def test_to_dict_and_from_dict_round_trip_a_sampling_sketch() -> None:
     rng = np.random.default_rng(3)
     keys = (rng.zipf(1.1, 20_000) % 5_000).astype(np.int64)
-    s = feed(new_sketch(limit=300, keep=16), keys, rng.integers(0, 99, 20_000).astype(np.int64), 3_000)
+    s = feed(
+        new_sketch(limit=300, keep=16), keys, rng.integers(0, 99, 20_000).astype(np.int64), 3_000
+    )
     s.raw_ids = {int(keys[0]): "x"}
     back = FeatureSketch.from_dict("f", s.to_dict(), "test")
     assert back.level == s.level > 0 and back.heavy_active
@@ -232,6 +238,8 @@ def test_malformed_sketch_is_an_input_error_naming_its_source(damage) -> None:
 
 def test_merge_refuses_different_id_kinds() -> None:
     a = new_sketch()
-    b = FeatureSketch.empty("f", IdKind.STRING, False, exact_limit=1 << 19, hll_precision=10, heavy_keep=8)
+    b = FeatureSketch.empty(
+        "f", IdKind.STRING, False, exact_limit=1 << 19, hll_precision=10, heavy_keep=8
+    )
     with pytest.raises(InputError, match="'f'"):
         a.merge(b)

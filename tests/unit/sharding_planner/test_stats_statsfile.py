@@ -15,28 +15,50 @@ from hypothesis import strategies as st
 
 from adrank.constants import FORMAT_VERSION_STATS
 from adrank.errors import InputError, NotFoundError
-from sharding_planner import FeatureStats, StatsConfig, compute_stats, merge_stats, read_stats, write_stats
+from sharding_planner import (
+    FeatureStats,
+    StatsConfig,
+    compute_stats,
+    merge_stats,
+    read_stats,
+    write_stats,
+)
 
 T0 = 1_767_225_600
 # Fields that depend only on exact state (counters, HLL registers, the sampled table), so they are
 # equal for a merge even when a feature samples. Heavy hitters and the curve's head come from the
 # Misra-Gries summary, whose content depends on how the logs were split.
 EXACT_PARTS = (
-    "rows", "rows_present", "coverage", "total_ids", "distinct", "distinct_exact", "distinct_rse",
-    "distinct_sample_estimate", "sample_rate", "pooling", "unseen_recent_share", "first_seen_s",
-    "last_seen_s", "log_end_s", "id_kind", "multi_hot",
+    "rows",
+    "rows_present",
+    "coverage",
+    "total_ids",
+    "distinct",
+    "distinct_exact",
+    "distinct_rse",
+    "distinct_sample_estimate",
+    "sample_rate",
+    "pooling",
+    "unseen_recent_share",
+    "first_seen_s",
+    "last_seen_s",
+    "log_end_s",
+    "id_kind",
+    "multi_hot",
 )
 
 
 def logs_table(rng: np.random.Generator, n: int, vocab: int) -> pa.Table:
     ids = (rng.zipf(1.2, n) % vocab).astype(np.int64)
     lists = [list(map(int, rng.integers(0, vocab, rng.integers(0, 4)))) or None for _ in range(n)]
-    return pa.table({
-        "ts": pa.array(T0 + np.sort(rng.integers(0, 86_400, n)), pa.int64()),
-        "ad_id": pa.array(ids),
-        "domain": pa.array([f"d{v}" for v in ids % 97]),
-        "hist": pa.array(lists, pa.list_(pa.int64())),
-    })
+    return pa.table(
+        {
+            "ts": pa.array(T0 + np.sort(rng.integers(0, 86_400, n)), pa.int64()),
+            "ad_id": pa.array(ids),
+            "domain": pa.array([f"d{v}" for v in ids % 97]),
+            "hist": pa.array(lists, pa.list_(pa.int64())),
+        }
+    )
 
 
 def split_files(tmp: Path, table: pa.Table, cut: int) -> tuple[Path, Path]:
@@ -73,10 +95,18 @@ def test_merge_of_two_halves_equals_stats_of_the_whole(tmp_path: Path, limit: in
     assert not whole.features["ad_id"].distinct_exact or limit > 3_000
 
 
-@settings(max_examples=15, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
-@given(seed=st.integers(0, 2**32 - 1), n=st.integers(2, 400), cut=st.floats(0.0, 1.0),
-       limit=st.sampled_from([20, 1 << 19]))
-def test_merge_equals_whole_property(tmp_path_factory, seed: int, n: int, cut: float, limit: int) -> None:
+@settings(
+    max_examples=15, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(
+    seed=st.integers(0, 2**32 - 1),
+    n=st.integers(2, 400),
+    cut=st.floats(0.0, 1.0),
+    limit=st.sampled_from([20, 1 << 19]),
+)
+def test_merge_equals_whole_property(
+    tmp_path_factory, seed: int, n: int, cut: float, limit: int
+) -> None:
     tmp = tmp_path_factory.mktemp("merge")
     table = logs_table(np.random.default_rng(seed), n, 60)
     a, b = split_files(tmp, table, int(cut * n))
@@ -103,11 +133,22 @@ def test_write_then_read_gives_the_same_report(tmp_path: Path) -> None:
     doc = json.loads((tmp_path / "s.json").read_text())
     assert doc["kind"] == "adrank.stats" and doc["format_version"] == FORMAT_VERSION_STATS
     f = doc["features"]["domain"]
-    for key in ("rows", "coverage", "distinct", "distinct_exact", "heavy_hitters", "pooling",
-                "zipf_exponent", "top1pct_traffic_share", "unseen_recent_share"):
+    for key in (
+        "rows",
+        "coverage",
+        "distinct",
+        "distinct_exact",
+        "heavy_hitters",
+        "pooling",
+        "zipf_exponent",
+        "top1pct_traffic_share",
+        "unseen_recent_share",
+    ):
         assert key in f
-    assert f["heavy_hitters"][0] == [back.features["domain"].heavy_hitters[0].id_key,
-                                     back.features["domain"].heavy_hitters[0].count]
+    assert f["heavy_hitters"][0] == [
+        back.features["domain"].heavy_hitters[0].id_key,
+        back.features["domain"].heavy_hitters[0].count,
+    ]
     assert f["heavy_hitter_raw"][0].startswith("d")
     assert set(f["pooling"]) == {"mean", "p99", "max"}
     # Merging a read-back report with nothing else reproduces it.
@@ -142,7 +183,9 @@ def test_merge_refuses_a_feature_with_different_id_kinds(tmp_path: Path) -> None
     pq.write_table(pa.table({"x": pa.array([1, 2])}), a_path)
     pq.write_table(pa.table({"x": pa.array(["1", "2"])}), b_path)
     with pytest.raises(InputError) as exc:
-        merge_stats([compute_stats([a_path]), compute_stats([b_path])], sources=["A.json", "B.json"])
+        merge_stats(
+            [compute_stats([a_path]), compute_stats([b_path])], sources=["A.json", "B.json"]
+        )
     assert "B.json:features.x" in str(exc.value)
 
 

@@ -17,14 +17,24 @@ from sharding_planner.types import IdKind
 DAY_S = 86_400
 
 
-def sketch_of(keys: np.ndarray, ts: np.ndarray | None = None, *, limit: int = 1 << 19,
-              keep: int = 400, p: int = 14) -> FeatureSketch:
-    s = FeatureSketch.empty("f", IdKind.INT, False, exact_limit=limit, hll_precision=p, heavy_keep=keep)
+def sketch_of(
+    keys: np.ndarray,
+    ts: np.ndarray | None = None,
+    *,
+    limit: int = 1 << 19,
+    keep: int = 400,
+    p: int = 14,
+) -> FeatureSketch:
+    s = FeatureSketch.empty(
+        "f", IdKind.INT, False, exact_limit=limit, hll_precision=p, heavy_keep=keep
+    )
     for i in range(0, len(keys), 100_000):
-        k = np.ascontiguousarray(keys[i:i + 100_000])
-        t = None if ts is None else np.ascontiguousarray(ts[i:i + 100_000])
+        k = np.ascontiguousarray(keys[i : i + 100_000])
+        t = None if ts is None else np.ascontiguousarray(ts[i : i + 100_000])
         s.observe(k, ts=t)
-        s.add_rows(len(k), len(k), None if t is None else int(t.min()), None if t is None else int(t.max()))
+        s.add_rows(
+            len(k), len(k), None if t is None else int(t.min()), None if t is None else int(t.max())
+        )
     return s
 
 
