@@ -1,9 +1,9 @@
 """The exception tree every adrank package raises.
 
 Third-party exceptions (pyarrow, rocksdict, grpc, torch) are converted where they enter our code
-(``raise InputError(...) from exc``) and never cross a public API. Each class carries the gRPC status
-code a server maps it to and the CLI exit code it maps to, so one interceptor and one CLI handler
-cover every error.
+(``raise InputError(...) from exc``) and never cross a public API. Each class carries the gRPC
+status code a server maps it to and the CLI exit code it maps to, so one interceptor and one CLI
+handler cover every error.
 
 A message states what was expected, what was found, where, and what to do: ``str(err)`` renders
 the message followed by ``source`` and ``hint`` lines when they are set.
@@ -63,7 +63,7 @@ class AdrankError(Exception):
 
 
 class InputError(AdrankError):
-    """The caller passed something invalid: a missing or mistyped column, a corrupt file, a bad flag.
+    """The caller passed something invalid: a missing or mistyped column, a corrupt file, a flag.
 
     Several problems found in one validation pass are reported together in one InputError; use
     :meth:`from_problems` for that.

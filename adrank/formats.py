@@ -52,7 +52,9 @@ def atomic_path(dest: str | os.PathLike[str], suffix: str = "") -> Iterator[Path
     """
     dest = Path(dest)
     dest.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{dest.name}.", suffix=suffix + ".tmp", dir=dest.parent)
+    fd, tmp_name = tempfile.mkstemp(
+        prefix=f".{dest.name}.", suffix=suffix + ".tmp", dir=dest.parent
+    )
     os.close(fd)
     tmp = Path(tmp_name)
     # mkstemp creates mode 0600; outputs are ordinary files that should follow the umask.
@@ -117,10 +119,9 @@ def atomic_dir(dest: str | os.PathLike[str]) -> Iterator[Path]:
 
 def atomic_write_text(dest: str | os.PathLike[str], text: str) -> None:
     """Write ``text`` (UTF-8) to ``dest`` atomically, fsyncing before the rename."""
-    with atomic_path(dest) as tmp:
-        with open(tmp, "w", encoding="utf-8") as f:
-            f.write(text)
-            _fsync(f)
+    with atomic_path(dest) as tmp, open(tmp, "w", encoding="utf-8") as f:
+        f.write(text)
+        _fsync(f)
 
 
 def _fsync(f: IO[Any]) -> None:
@@ -130,11 +131,13 @@ def _fsync(f: IO[Any]) -> None:
 
 def canonical_json(obj: Any) -> str:
     """Serialise ``obj`` deterministically (sorted keys, no whitespace) for hashing."""
-    return json.dumps(obj, sort_keys=True, separators=(",", ":"), ensure_ascii=True, allow_nan=False)
+    return json.dumps(
+        obj, sort_keys=True, separators=(",", ":"), ensure_ascii=True, allow_nan=False
+    )
 
 
 def fingerprint(obj: Any) -> str:
-    """Return ``sha256:<hex>`` of the canonical JSON of ``obj``: equal inputs, equal fingerprints."""
+    """Return ``sha256:<hex>`` of the canonical JSON of ``obj``: equal inputs, equal hashes."""
     return "sha256:" + hashlib.sha256(canonical_json(obj).encode("ascii")).hexdigest()
 
 

@@ -71,7 +71,9 @@ def _murmur3_64_one(key: np.int64, seed: np.uint64) -> np.uint64:  # pragma: no 
 
 
 @numba.njit(parallel=True, cache=True)
-def _murmur3_64_array(keys: np.ndarray, seed: np.uint64, out: np.ndarray) -> None:  # pragma: no cover
+def _murmur3_64_array(
+    keys: np.ndarray, seed: np.uint64, out: np.ndarray
+) -> None:  # pragma: no cover
     for i in numba.prange(keys.shape[0]):
         out[i] = _murmur3_64_one(keys[i], seed)
 
@@ -131,7 +133,11 @@ def id_keys_from_arrow(arr: pa.Array | pa.ChunkedArray) -> tuple[np.ndarray, np.
     if isinstance(arr, pa.ChunkedArray):
         arr = arr.combine_chunks()
     t = arr.type
-    valid = np.ones(len(arr), dtype=bool) if arr.null_count == 0 else pc.is_valid(arr).to_numpy(zero_copy_only=False)
+    valid = (
+        np.ones(len(arr), dtype=bool)
+        if arr.null_count == 0
+        else pc.is_valid(arr).to_numpy(zero_copy_only=False)
+    )
     if pa.types.is_uint64(t):
         # Ids of 2**63 and above do not fit int64; their 64 bits are the key (two's complement).
         keys = pc.fill_null(arr, 0).to_numpy(zero_copy_only=False).view(np.int64)

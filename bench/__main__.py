@@ -17,7 +17,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--smoke", action="store_true", help="tiny size, for tests")
     parser.add_argument("--json", dest="json_out", help="also write the result to this file")
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s", datefmt="%H:%M:%S")
+    logging.basicConfig(
+        level=logging.INFO, format="%(asctime)s %(name)s: %(message)s", datefmt="%H:%M:%S"
+    )
     logging.getLogger("numba").setLevel(logging.WARNING)
     result = run_benchmark(args.name, args.config, smoke=args.smoke)
     text = json.dumps(json.loads(result.to_json()), indent=1, sort_keys=True)

@@ -26,7 +26,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 
@@ -325,7 +325,11 @@ class ValueCodec:
         """
         specs = self._specs(features)
         n = len(values)
-        present = [v for v in values if v is not None]
+        present: Sequence[bytes] = (
+            cast("Sequence[bytes]", values)
+            if None not in values
+            else [v for v in values if v is not None]
+        )
         m = len(present)
         if m == 0:
             zeros = np.zeros(n, dtype=np.int64)
@@ -342,7 +346,8 @@ class ValueCodec:
         schema = buf[starts + 1].astype(np.int64) | (buf[starts + 2].astype(np.int64) << 8)
         if m == n and schema.min() == schema.max():
             # The common case (every row found, one schema version): decoded arrays are the result.
-            part = self._decode_part(self._layout(int(schema[0])), buf, starts, ends, specs)
+            layout = self._layout(int(schema[0]))
+            part = self._decode_part(layout, present, buf, starts, ends, specs)
             cols = {}
             for spec in specs:
                 if spec.name in part.fixed:
@@ -353,11 +358,12 @@ class ValueCodec:
                 else:
                     cols[spec.name] = empty_column(spec, n)
             return DecodedValues(np.ones(n, dtype=bool), part.event_us, part.created_us, cols)
-        return self._decode_mixed(values, specs, buf, starts, ends, schema)
+        return self._decode_mixed(values, present, specs, buf, starts, ends, schema)
 
     def _decode_mixed(
         self,
         values: Sequence[bytes | None],
+        present: Sequence[bytes],
         specs: tuple[FeatureSpec, ...],
         buf: np.ndarray,
         starts: np.ndarray,
@@ -378,7 +384,14 @@ class ValueCodec:
         }
         for version in np.unique(schema).tolist():
             sel = np.flatnonzero(schema == version)
-            part = self._decode_part(self._layout(version), buf, starts[sel], ends[sel], specs)
+            part = self._decode_part(
+                self._layout(version),
+                [present[i] for i in sel.tolist()],
+                buf,
+                starts[sel],
+                ends[sel],
+                specs,
+            )
             out = rows[sel]
             event_us[out] = part.event_us
             created_us[out] = part.created_us
@@ -399,22 +412,26 @@ class ValueCodec:
     def _decode_part(
         self,
         layout: _Layout,
+        values: Sequence[bytes],
         buf: np.ndarray,
         starts: np.ndarray,
         ends: np.ndarray,
         specs: tuple[FeatureSpec, ...],
     ) -> _Part:
-        """Decode values of one schema version (all present)."""
+        """Decode values of one schema version (all present; ``starts``/``ends`` locate them in
+        ``buf``, their concatenation)."""
         width = layout.fixed_bytes
         m = starts.shape[0]
         lens = ends - starts
         if lens.min() < width:
             raise ValueError("value shorter than its schema's fixed part")
         if not layout.var_specs and lens.max() == width and ends[-1] - starts[0] == m * width:
-            # Contiguous equal-width values: a reshape, no gather.
+            # Contiguous equal-width values: a reshape, no copy.
             fixed_u8 = buf[int(starts[0]) : int(ends[-1])].reshape(m, width)
         else:
-            fixed_u8 = _gather(buf, starts, width)
+            # Slicing each value's fixed prefix costs ~0.1 us per row, less than a fancy-index
+            # gather of m x width bytes.
+            fixed_u8 = np.frombuffer(b"".join([v[:width] for v in values]), dtype=np.uint8)
         rec = fixed_u8.view(layout.fixed_dtype).reshape(m)
         nulls = np.unpackbits(rec["nulls"], axis=1, count=len(layout.features), bitorder="little")
         wanted = {s.name for s in specs}

@@ -17,6 +17,7 @@ the first few reasons (file, row, column) are kept in the report.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import re
 import time
@@ -31,6 +32,7 @@ import pyarrow.parquet as pq
 
 from adrank.errors import InputError
 from adrank.formats import fingerprint, parquet_file_fingerprint
+from feature_service.codec import empty_column
 from feature_service.schema import (
     entity_kind_from_arrow,
     merge_group,
@@ -363,15 +365,15 @@ def _ingest_file(
             cp.rows_written,
         )
         return FileIngestReport(
-            plan.path,
-            plan.ingest_id,
-            cp.batches_committed,
-            cp.batches_committed,
-            0,
-            0,
-            (),
-            cp.rows_written,
-            cp.rows_rejected,
+            path=plan.path,
+            ingest_id=plan.ingest_id,
+            batches_total=cp.batches_committed,
+            batches_skipped=cp.batches_committed,
+            rows_written=0,
+            rows_rejected=0,
+            rejected_examples=(),
+            total_rows_written=cp.rows_written,
+            total_rows_rejected=cp.rows_rejected,
         )
     skip_rows = cp.rows_written + cp.rows_rejected
     if skip_rows:
@@ -398,13 +400,12 @@ def _ingest_file(
             timestamp_unit=timestamp_unit,
         )
         n_ok = int(keys.shape[0])
-        cp = IngestCheckpoint(
-            plan.ingest_id,
-            plan.path,
-            batch_rows,
-            cp.batches_committed + 1,
-            cp.rows_written + n_ok,
-            cp.rows_rejected + bad,
+        cp = dataclasses.replace(
+            cp,
+            batch_rows=batch_rows,
+            batches_committed=cp.batches_committed + 1,
+            rows_written=cp.rows_written + n_ok,
+            rows_rejected=cp.rows_rejected + bad,
         )
         store.write_keys(group.name, keys, event_us, feats, created_us=created_us, checkpoint=cp)
         written += n_ok
@@ -414,15 +415,7 @@ def _ingest_file(
         examples.extend(reasons[: MAX_REJECTED_EXAMPLES - len(examples)])
         if progress is not None:
             progress(batch.num_rows)
-    cp = IngestCheckpoint(
-        cp.ingest_id,
-        cp.source,
-        cp.batch_rows,
-        cp.batches_committed,
-        cp.rows_written,
-        cp.rows_rejected,
-        done=True,
-    )
+    cp = dataclasses.replace(cp, done=True)
     _mark_done(store, group, cp)
     elapsed = time.perf_counter() - start
     logger.info(
@@ -436,21 +429,20 @@ def _ingest_file(
         (written + rejected) / elapsed if elapsed > 0 else 0.0,
     )
     return FileIngestReport(
-        plan.path,
-        plan.ingest_id,
-        cp.batches_committed,
-        cp.batches_committed - batches_written,
-        written,
-        rejected,
-        tuple(examples),
-        cp.rows_written,
-        cp.rows_rejected,
+        path=plan.path,
+        ingest_id=plan.ingest_id,
+        batches_total=cp.batches_committed,
+        batches_skipped=cp.batches_committed - batches_written,
+        rows_written=written,
+        rows_rejected=rejected,
+        rejected_examples=tuple(examples),
+        total_rows_written=cp.rows_written,
+        total_rows_rejected=cp.rows_rejected,
     )
 
 
 def _mark_done(store: FeatureStore, group: FeatureGroup, cp: IngestCheckpoint) -> None:
-    from feature_service.codec import empty_column
-
+    """Commit the checkpoint with ``done`` set (a write of no rows)."""
     empty = {s.name: empty_column(s, 0) for s in group.features}
     store.write_keys(
         group.name, np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.int64), empty, checkpoint=cp

@@ -26,6 +26,7 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
+import os
 import threading
 import time
 from collections.abc import Iterator, Mapping, Sequence
@@ -188,7 +189,7 @@ class FeatureStore:
             db_options = _cf_options(cache)
             db_options.create_if_missing(True)
             db_options.create_missing_column_families(True)
-            db_options.increase_parallelism(2)
+            db_options.increase_parallelism(os.cpu_count() or 2)
             db_options.set_keep_log_file_num(5)
             names = Rdict.list_cf(spath) if exists else ["default", _META_CF]
             if exists and _META_CF not in names:
@@ -234,9 +235,8 @@ class FeatureStore:
             doc = _json(marker, f"{self._path} (store marker)")
             if doc.get("kind") != _STORE_KIND or doc.get("format_version") != STORE_FORMAT_VERSION:
                 raise InputError(
-                    f"store format {doc.get('kind')!r} version {doc.get('format_version')!r} is "
-                    "not "
-                    f"{_STORE_KIND} version {STORE_FORMAT_VERSION}",
+                    f"store format {doc.get('kind')!r} version {doc.get('format_version')!r} "
+                    f"is not {_STORE_KIND} version {STORE_FORMAT_VERSION}",
                     source=self._path,
                     hint="open it with the adrank version that wrote it",
                 )

@@ -12,22 +12,56 @@ from __future__ import annotations
 import dataclasses
 import enum
 from collections.abc import Mapping
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from adrank.constants import (
     DEFAULT_BATCH_ROWS,
     DEFAULT_EXACT_DISTINCT_LIMIT,
     DEFAULT_HEAVY_HITTERS,
     DEFAULT_HLL_PRECISION,
+    DEFAULT_PLAN_BATCH_SIZE,
     DEFAULT_RECENT_WINDOW_S,
+    DEFAULT_ROW_ALIGNMENT_BYTES,
 )
 from adrank.errors import InputError
+from adrank.types import (
+    DevicePlan,
+    FeatureSlot,
+    OptimizerStateKind,
+    PlanMode,
+    PoolingType,
+    Precision,
+    PruningPolicy,
+    ShardingType,
+    ShardPlan,
+    TablePlan,
+    Topology,
+)
 
 if TYPE_CHECKING:
     from sharding_planner.stats.sketches import FeatureSketch
 
 __all__ = [
     "HEAVY_HITTER_CAPACITY_FACTOR",
+    "Allocation",
+    "AllocationConfig",
+    "Allocator",
+    "FeatureSpec",
+    "HashSizeDecision",
+    "MergeConfig",
+    "MergeKind",
+    "MergedTable",
+    "Partitioner",
+    "Placement",
+    "PlacementConfig",
+    "PlanInputs",
+    "PlanReport",
+    "PlanResult",
+    "PlannerConfig",
+    "PrecisionDecision",
+    "PrunedTable",
+    "PruningConfig",
+    "TableDraft",
     "HLL_PRECISION_RANGE",
     "CountQuantiles",
     "FeatureStats",
@@ -300,3 +334,424 @@ class StatsReport:
     features: Mapping[str, FeatureStats]
     sketches: Mapping[str, FeatureSketch] = dataclasses.field(compare=False, repr=False)
     timings: StatsTimings | None = dataclasses.field(default=None, compare=False)
+
+
+# --------------------------------------------------------------------------------------------------
+# Planner stages after stats: inputs -> allocation -> dead rows -> merging -> precision ->
+# placement.
+# --------------------------------------------------------------------------------------------------
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class FeatureSpec:
+    """What the planner knows about one sparse feature (from a stats file or a tables file).
+
+    Example (a stats-derived feature)::
+
+        FeatureSpec(name="ad_id", dim=64, pooling=PoolingType.SUM, pooling_factor=1.0,
+                    num_ids=60_550, live_ids=7_750, heavy_hitters=((42, 0.011), ...))
+
+    Attributes:
+        name: Feature name.
+        dim: Embedding dim.
+        pooling: Bag reduction.
+        pooling_factor: Lookups per example (ids per row, absent rows counting 0).
+        num_ids: Distinct ids seen (cardinality).
+        live_ids: Distinct ids expected in serving traffic: those seen in the stats' recent window
+            (``num_ids`` without timestamps or for a tables file). At least 1.
+        heavy_hitters: Live heavy hitters, most frequent first: ``(id_key, share of this feature's
+            lookups)``.
+        importance: Weight of this feature's collisions in the allocation loss (default 1).
+        dead_traffic_share: Estimated share of the feature's lookups from ids outside the live set.
+        from_stats: True when built from measured stats (False: a tables file).
+    """
+
+    name: str
+    dim: int
+    pooling: PoolingType
+    pooling_factor: float
+    num_ids: int
+    live_ids: int
+    heavy_hitters: tuple[tuple[int, float], ...] = ()
+    importance: float = 1.0
+    dead_traffic_share: float = 0.0
+    from_stats: bool = False
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class PlanInputs:
+    """Everything the planner plans from, validated.
+
+    Attributes:
+        features: One per feature, sorted by name.
+        source_fingerprint: Fingerprint of the stats file or tables file content.
+        recent_window_s: The stats' recent window (None for a tables file).
+        source: Where the features came from (path), for messages and the report.
+    """
+
+    features: tuple[FeatureSpec, ...]
+    source_fingerprint: str
+    recent_window_s: int | None
+    source: str
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class AllocationConfig:
+    """Hash-size allocation settings.
+
+    Attributes:
+        max_rows_per_live_id: Rows per feature never exceed ``max(1, live_ids *
+            max_rows_per_live_id)`` (1.0: never more rows than its live ids).
+        max_dedicated_per_feature: Heavy hitters that may get a dedicated row (None: every live
+            heavy hitter the stats report).
+        min_hash_size: Rows every feature's hashed range keeps (new ids land there).
+    """
+
+    max_rows_per_live_id: float = 1.0
+    max_dedicated_per_feature: int | None = None
+    min_hash_size: int = 1
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class MergeConfig:
+    """When features are merged into unified tables.
+
+    Attributes:
+        enabled: Merge at all.
+        max_feature_rows: Only features with at most this many rows are merged.
+        max_table_rows: A unified table holds at most this many rows.
+        max_collision_increase: Largest rise in the merged features' traffic-weighted collision
+            rate (absolute, e.g. 0.01 = one point) accepted to share one salted hashed range;
+            0 keeps every feature in its own range (concatenation only).
+    """
+
+    enabled: bool = True
+    max_feature_rows: int = 1 << 17
+    max_table_rows: int = 1 << 22
+    max_collision_increase: float = 0.01
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class PruningConfig:
+    """Dead-row pruning policy the plan records (the pruning package applies it).
+
+    Attributes:
+        enabled: Plan pruning where the stats show dead ids.
+        min_count: Rows hit fewer times than this are dead too (0: recency only).
+        min_pruned_share: Prune a table only when at least this share of its rows is expected dead.
+        fallback_row: Keep one fallback row that pruned ids read (else they contribute nothing).
+    """
+
+    enabled: bool = True
+    min_count: int = 0
+    min_pruned_share: float = 0.05
+    fallback_row: bool = True
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class PlacementConfig:
+    """Sharding-type choice and device placement settings.
+
+    Attributes:
+        sharding_overrides: Table or feature name -> sharding type to force.
+        row_wise_min_share: Tables taking more than this share of the smallest device's memory
+            are sharded row-wise (table-row-wise when there are several hosts).
+        column_wise_hot_share: Tables whose lookup cost exceeds this multiple of the per-device
+            mean cost are split column-wise to spread the work.
+        column_wise_min_cols: Narrowest column shard.
+    """
+
+    sharding_overrides: Mapping[str, ShardingType] = dataclasses.field(default_factory=dict)
+    row_wise_min_share: float = 0.5
+    column_wise_hot_share: float = 1.0
+    column_wise_min_cols: int = 32
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class PlannerConfig:
+    """Everything that changes a plan besides its inputs and topology (part of its fingerprint).
+
+    Attributes:
+        mode: Inference or training.
+        memory_budget_bytes: Bytes all tables may take in total (None: ``budget_share`` of the
+            topology's memory).
+        budget_share: Default budget as a share of the total device memory.
+        default_precision: Precision without a measured error (None: fp16 for inference, fp32 for
+            training).
+        max_precision_error: Largest measured relative error a precision may have to be chosen.
+        optimizer: Optimizer state in training (None: row-wise Adagrad; always NONE in inference).
+        batch_size: Examples per device per step, for the cost model.
+        row_alignment_bytes: Row padding (see :class:`adrank.types.Precision`).
+        allocation, merging, pruning, placement: Stage settings.
+    """
+
+    mode: PlanMode = PlanMode.INFERENCE
+    memory_budget_bytes: int | None = None
+    budget_share: float = 0.9
+    default_precision: Precision | None = None
+    max_precision_error: float = 0.01
+    optimizer: OptimizerStateKind | None = None
+    batch_size: int = DEFAULT_PLAN_BATCH_SIZE
+    row_alignment_bytes: int = DEFAULT_ROW_ALIGNMENT_BYTES
+    allocation: AllocationConfig = AllocationConfig()
+    merging: MergeConfig = MergeConfig()
+    pruning: PruningConfig = PruningConfig()
+    placement: PlacementConfig = PlacementConfig()
+
+    @property
+    def effective_optimizer(self) -> OptimizerStateKind:
+        """The optimizer state counted in bytes."""
+        if self.mode is PlanMode.INFERENCE:
+            return OptimizerStateKind.NONE
+        return self.optimizer or OptimizerStateKind.ROWWISE_ADAGRAD
+
+    @property
+    def effective_default_precision(self) -> Precision:
+        """The precision of a table without a measured error."""
+        if self.default_precision is not None:
+            return self.default_precision
+        return Precision.FP32 if self.mode is PlanMode.TRAINING else Precision.FP16
+
+    def to_json(self) -> dict[str, Any]:
+        """The settings as JSON (enums as values), for fingerprints and reports."""
+
+        def conv(v: Any) -> Any:
+            if isinstance(v, enum.Enum):
+                return v.value
+            if dataclasses.is_dataclass(v) and not isinstance(v, type):
+                return {f.name: conv(getattr(v, f.name)) for f in dataclasses.fields(v)}
+            if isinstance(v, Mapping):
+                return {str(k): conv(x) for k, x in sorted(v.items())}
+            return v
+
+        return conv(self)  # type: ignore[no-any-return]
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class HashSizeDecision:
+    """Rows chosen for one feature by the allocation stage.
+
+    Attributes:
+        feature: Feature name.
+        hash_size: Rows of the hashed range.
+        dedicated_keys: Id keys given a collision-free row, most frequent first.
+        row_bytes: Bytes per row assumed (precision estimate, dim, optimizer state).
+        expected_collision_rate: Share of the feature's lookups expected to read a row shared with
+            another live id.
+        traffic_share: Share of all lookups.
+        live_ids: Live distinct ids.
+        capped: The row cap (live ids) stopped the feature from getting more rows.
+    """
+
+    feature: str
+    hash_size: int
+    dedicated_keys: tuple[int, ...]
+    row_bytes: int
+    expected_collision_rate: float
+    traffic_share: float
+    live_ids: int
+    capped: bool
+
+    @property
+    def num_rows(self) -> int:
+        """Hashed plus dedicated rows."""
+        return self.hash_size + len(self.dedicated_keys)
+
+    @property
+    def bytes(self) -> int:
+        """Bytes of the feature's rows."""
+        return self.num_rows * self.row_bytes
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Allocation:
+    """The allocation stage's result.
+
+    Attributes:
+        decisions: One per feature, sorted by name.
+        budget_bytes: The memory budget.
+        used_bytes: Bytes the decisions take.
+        expected_collision_rate: Traffic-weighted over all features.
+    """
+
+    decisions: tuple[HashSizeDecision, ...]
+    budget_bytes: int
+    used_bytes: int
+    expected_collision_rate: float
+
+    def decision(self, feature: str) -> HashSizeDecision:
+        """The decision for ``feature`` (KeyError if none)."""
+        for d in self.decisions:
+            if d.feature == feature:
+                return d
+        raise KeyError(feature)
+
+
+class MergeKind(enum.Enum):
+    """How a table's features share it."""
+
+    SINGLE = "single"
+    """One feature."""
+    CONCAT = "concat"
+    """Each feature keeps its own row range (no extra collisions; fewer tables)."""
+    SALTED = "salted"
+    """Features share one hashed range with per-feature seeds (saves rows; adds collisions)."""
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class MergedTable:
+    """A table produced by the merging stage, before precision and placement.
+
+    Attributes:
+        name: Table name.
+        features: Slots of its features (ranges, seeds, dedicated rows).
+        dim: Embedding dim.
+        pooling: Pooling type.
+        hashed_rows: Size of the table's hashed-id space.
+        kind: How its features share it.
+        reason: Why (for the report).
+        rows_saved: Rows saved against one table per feature.
+        collision_increase: Rise of the traffic-weighted collision rate of its features.
+    """
+
+    name: str
+    features: tuple[FeatureSlot, ...]
+    dim: int
+    pooling: PoolingType
+    hashed_rows: int
+    kind: MergeKind
+    reason: str
+    rows_saved: int = 0
+    collision_increase: float = 0.0
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class PrunedTable:
+    """A merged table with its dead-row pruning decision.
+
+    Attributes:
+        table: The merged table.
+        num_rows: Physical rows after the expected pruning (``hashed_rows`` without pruning).
+        fallback_row: Row pruned ids read, or None.
+        pruning: The policy for the pruning package.
+        reason: Why (for the report).
+    """
+
+    table: MergedTable
+    num_rows: int
+    fallback_row: int | None
+    pruning: PruningPolicy
+    reason: str
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class PrecisionDecision:
+    """Precision chosen for one table.
+
+    Attributes:
+        table: Table name.
+        precision: The precision.
+        measured_error: The measured relative error at that precision (None: not measured).
+        reason: Why (for the report).
+    """
+
+    table: str
+    precision: Precision
+    measured_error: float | None
+    reason: str
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class TableDraft:
+    """A table ready for placement: rows, dim, precision and everything the plan records.
+
+    Attributes:
+        pruned: The table with its pruning decision.
+        precision: Its precision decision.
+        lookups_per_example: Sum of its features' pooling factors.
+    """
+
+    pruned: PrunedTable
+    precision: PrecisionDecision
+    lookups_per_example: float
+
+    @property
+    def name(self) -> str:
+        return self.pruned.table.name
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Placement:
+    """The placement stage's result.
+
+    Attributes:
+        tables: Final table plans (sorted by name).
+        devices: Load per rank.
+        reasons: Table name -> why it got its sharding type and ranks.
+    """
+
+    tables: tuple[TablePlan, ...]
+    devices: tuple[DevicePlan, ...]
+    reasons: Mapping[str, str]
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class PlanReport:
+    """What the planner decided and why, as data (the CLI renders it as report.md/png).
+
+    Attributes:
+        inputs: The inputs planned from.
+        topology: The devices.
+        config: The config.
+        allocation: Per-feature hash sizes.
+        merges: Tables and why their features share them.
+        pruned: Pruning decisions per table.
+        precisions: Precision per table.
+        placement: Shards per table and load per device.
+        stage_s: Seconds per stage.
+    """
+
+    inputs: PlanInputs
+    topology: Topology
+    config: PlannerConfig
+    allocation: Allocation
+    merges: tuple[MergedTable, ...]
+    pruned: tuple[PrunedTable, ...]
+    precisions: tuple[PrecisionDecision, ...]
+    placement: Placement
+    stage_s: Mapping[str, float] = dataclasses.field(default_factory=dict, compare=False)
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class PlanResult:
+    """The planner's output.
+
+    Attributes:
+        plan: The shard plan (what plan.json holds).
+        report: Decisions and reasons.
+        sidecars: Relative file name -> array to save beside plan.json (dedicated keys).
+    """
+
+    plan: ShardPlan
+    report: PlanReport
+    sidecars: Mapping[str, Any] = dataclasses.field(default_factory=dict, compare=False)
+
+
+class Allocator(Protocol):
+    """Chooses hash sizes per feature under a memory budget (swappable stage)."""
+
+    def allocate(
+        self, inputs: PlanInputs, row_bytes: Mapping[str, int], budget_bytes: int
+    ) -> Allocation:
+        """Return one decision per feature whose rows fit ``budget_bytes`` in total."""
+        ...
+
+
+class Partitioner(Protocol):
+    """Places table drafts on devices (swappable stage)."""
+
+    def partition(
+        self, tables: tuple[TableDraft, ...], topology: Topology, config: PlannerConfig
+    ) -> Placement:
+        """Return shards for every table and the load per device, or raise PlanError."""
+        ...

@@ -8,7 +8,14 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 
-LIBRARY_PACKAGES = ("adrank", "sharding_planner", "pruning", "embed_store", "feature_service", "ranker")
+LIBRARY_PACKAGES = (
+    "adrank",
+    "sharding_planner",
+    "pruning",
+    "embed_store",
+    "feature_service",
+    "ranker",
+)
 
 _TORCH_STACK = {"torch", "torchrec", "fbgemm_gpu"}
 _SIBLINGS = set(LIBRARY_PACKAGES) - {"adrank"}
@@ -16,15 +23,29 @@ _SIBLINGS = set(LIBRARY_PACKAGES) - {"adrank"}
 # package -> top-level modules it must never import ("adrank.cli" is matched as a dotted prefix).
 FORBIDDEN_IMPORTS: dict[str, set[str]] = {
     "adrank": _TORCH_STACK | _SIBLINGS | {"grpc", "rocksdict", "adrank.cli"},
-    "sharding_planner": _TORCH_STACK | (_SIBLINGS - {"sharding_planner"}) | {"grpc", "rocksdict", "adrank.cli"},
-    "pruning": _TORCH_STACK | (_SIBLINGS - {"pruning", "sharding_planner"}) | {"grpc", "rocksdict", "adrank.cli"},
+    "sharding_planner": _TORCH_STACK
+    | (_SIBLINGS - {"sharding_planner"})
+    | {"grpc", "rocksdict", "adrank.cli"},
+    "pruning": _TORCH_STACK
+    | (_SIBLINGS - {"pruning", "sharding_planner"})
+    | {"grpc", "rocksdict", "adrank.cli"},
     "feature_service": _TORCH_STACK | (_SIBLINGS - {"feature_service"}) | {"adrank.cli"},
     "embed_store": (_SIBLINGS - {"embed_store"}) | {"rocksdict", "adrank.cli"},
     "ranker": {"sharding_planner", "pruning", "rocksdict", "adrank.cli"},
 }
 
 # Third-party modules whose exceptions must be converted to adrank errors where they are caught.
-THIRD_PARTY_ROOTS = {"pyarrow", "rocksdict", "grpc", "torch", "torchrec", "fbgemm_gpu", "numba", "yaml", "pydantic"}
+THIRD_PARTY_ROOTS = {
+    "pyarrow",
+    "rocksdict",
+    "grpc",
+    "torch",
+    "torchrec",
+    "fbgemm_gpu",
+    "numba",
+    "yaml",
+    "pydantic",
+}
 
 
 def library_files(package: str) -> Iterator[Path]:
@@ -33,7 +54,9 @@ def library_files(package: str) -> Iterator[Path]:
         rel = path.relative_to(REPO)
         if "pb" in rel.parts:
             continue
-        if package == "adrank" and (rel.parts[:2] == ("adrank", "cli") or rel.name == "__main__.py"):
+        if package == "adrank" and (
+            rel.parts[:2] == ("adrank", "cli") or rel.name == "__main__.py"
+        ):
             continue  # the CLI (and `python -m adrank`) may import everything
         yield path
 

@@ -66,11 +66,17 @@ def build_parser() -> argparse.ArgumentParser:
 def _add_verbosity(parser: argparse.ArgumentParser) -> None:
     group = parser.add_mutually_exclusive_group()
     group.add_argument(
-        "-v", "--verbose", action="count", default=argparse.SUPPRESS,
+        "-v",
+        "--verbose",
+        action="count",
+        default=argparse.SUPPRESS,
         help="more log output (-v: INFO detail per item is DEBUG with -vv)",
     )
     group.add_argument(
-        "-q", "--quiet", action="store_true", default=argparse.SUPPRESS,
+        "-q",
+        "--quiet",
+        action="store_true",
+        default=argparse.SUPPRESS,
         help="only warnings and errors; no progress bars",
     )
 
@@ -83,7 +89,9 @@ def _configure_logging(verbose: int, quiet: bool) -> None:
     else:
         level = logging.INFO
     handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s", "%H:%M:%S"))
+    handler.setFormatter(
+        logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s", "%H:%M:%S")
+    )
     root = logging.getLogger()
     # Replace handlers from an earlier main() call in the same process (tests call main repeatedly).
     for h in list(root.handlers):
@@ -136,5 +144,3 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 if __name__ == "__main__":  # pragma: no cover
     sys.exit(main())
-
-

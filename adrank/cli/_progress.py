@@ -28,5 +28,7 @@ def progress_bar(
         return
     from tqdm import tqdm
 
-    with tqdm(total=total, desc=desc, unit=unit, unit_scale=True, dynamic_ncols=True, leave=False) as bar:
+    with tqdm(
+        total=total, desc=desc, unit=unit, unit_scale=True, dynamic_ncols=True, leave=False
+    ) as bar:
         yield bar.update

@@ -28,10 +28,20 @@ def register(subparsers: Any) -> argparse.ArgumentParser:
             "which the demo owns: it is regenerated on every run."
         ),
     )
-    p.add_argument("-o", "--out", default=_DEFAULT_OUT, metavar="DIR",
-                   help=f"working directory for the demo's files (default ./{_DEFAULT_OUT})")
-    p.add_argument("--rows", type=int, default=_DEFAULT_ROWS, metavar="N",
-                   help=f"impression rows to synthesize (default {_DEFAULT_ROWS:,})")
+    p.add_argument(
+        "-o",
+        "--out",
+        default=_DEFAULT_OUT,
+        metavar="DIR",
+        help=f"working directory for the demo's files (default ./{_DEFAULT_OUT})",
+    )
+    p.add_argument(
+        "--rows",
+        type=int,
+        default=_DEFAULT_ROWS,
+        metavar="N",
+        help=f"impression rows to synthesize (default {_DEFAULT_ROWS:,})",
+    )
     p.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
     return p
 
@@ -80,9 +90,12 @@ def run(args: argparse.Namespace) -> int:
     dead = max(report.features.values(), key=lambda fs: fs.unseen_recent_share or 0.0)
     print(
         f"      {len(report.features)} sparse features; "
-        f"{len(sketched)} beyond the exact-count limit (sketched: {', '.join(sketched) or 'none'}); "
+        f"{len(sketched)} beyond the exact-count limit "
+        f"(sketched: {', '.join(sketched) or 'none'}); "
         f"most dead-row candidates: {dead.name} "
         f"({(dead.unseen_recent_share or 0.0):.1%} of its ids unseen in the last day)"
     )
-    print(f"done in {time.perf_counter() - t0:.1f} s: logs in {out / 'logs'}, stats in {stats_path}")
+    print(
+        f"done in {time.perf_counter() - t0:.1f} s: logs in {out / 'logs'}, stats in {stats_path}"
+    )
     return 0

@@ -18,7 +18,8 @@ for pkg_name in {packages!r}:
     for info in subs:
         if ".pb." not in info.name + ".":
             importlib.import_module(info.name)
-heavy = sorted(m for m in ("torch", "torchrec", "fbgemm_gpu", "grpc", "rocksdict") if m in sys.modules)
+watched = ("torch", "torchrec", "fbgemm_gpu", "grpc", "rocksdict")
+heavy = sorted(m for m in watched if m in sys.modules)
 print(",".join(heavy))
 """
 
@@ -27,14 +28,21 @@ print(",".join(heavy))
     ("packages", "allowed"),
     [
         (("sharding_planner", "pruning"), set()),
-        (("adrank.data", "adrank.formats", "adrank.hashing", "adrank.errors", "adrank.types"), set()),
+        (
+            ("adrank.data", "adrank.formats", "adrank.hashing", "adrank.errors", "adrank.types"),
+            set(),
+        ),
         (("feature_service",), {"grpc", "rocksdict"}),
     ],
 )
 def test_planner_side_never_loads_torch(packages: tuple[str, ...], allowed: set[str]) -> None:
     out = subprocess.run(
         [sys.executable, "-c", _PROBE.format(packages=packages)],
-        cwd=REPO, capture_output=True, text=True, timeout=120, check=True,
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=True,
     )
     loaded = {m for m in out.stdout.strip().split(",") if m}
     assert loaded <= allowed, f"importing {packages} loaded {sorted(loaded - allowed)}"

@@ -4,7 +4,14 @@ import ast
 
 import pytest
 
-from tests.meta_rules import FORBIDDEN_IMPORTS, LIBRARY_PACKAGES, REPO, imported_modules, library_files, violates
+from tests.meta_rules import (
+    FORBIDDEN_IMPORTS,
+    LIBRARY_PACKAGES,
+    REPO,
+    imported_modules,
+    library_files,
+    violates,
+)
 
 
 @pytest.mark.parametrize("package", LIBRARY_PACKAGES)
@@ -22,4 +29,7 @@ def test_rule_checker_catches_a_violation() -> None:
     tree = ast.parse("def f():\n    import torch.nn\n    from embed_store import x\n")
     found = imported_modules(tree)
     assert violates("torch.nn", FORBIDDEN_IMPORTS["sharding_planner"])
-    assert {m for m in found if violates(m, FORBIDDEN_IMPORTS["sharding_planner"])} == {"torch.nn", "embed_store"}
+    assert {m for m in found if violates(m, FORBIDDEN_IMPORTS["sharding_planner"])} == {
+        "torch.nn",
+        "embed_store",
+    }

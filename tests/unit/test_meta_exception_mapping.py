@@ -59,10 +59,15 @@ def unmapped_handlers(source: str, filename: str) -> list[str]:
         if not isinstance(node, ast.ExceptHandler):
             continue
         third_party = [
-            ast.unparse(t) for t in _caught(node) if aliases.get(_root_name(t) or "") in THIRD_PARTY_ROOTS
+            ast.unparse(t)
+            for t in _caught(node)
+            if aliases.get(_root_name(t) or "") in THIRD_PARTY_ROOTS
         ]
         if third_party and not _maps_to_adrank_error(node):
-            bad.append(f"{filename}:{node.lineno} catches {', '.join(third_party)} without raising an adrank error from it")
+            bad.append(
+                f"{filename}:{node.lineno} catches {', '.join(third_party)} "
+                "without raising an adrank error from it"
+            )
     return bad
 
 

@@ -31,7 +31,11 @@ def _public_names(path: Path, is_package: bool) -> set[str]:
             names.add(node.name)
         elif isinstance(node, ast.Assign):
             names.update(t.id for t in node.targets if isinstance(t, ast.Name))
-        elif isinstance(node, ast.AnnAssign) and isinstance(node.target, ast.Name) and node.value is not None:
+        elif (
+            isinstance(node, ast.AnnAssign)
+            and isinstance(node.target, ast.Name)
+            and node.value is not None
+        ):
             names.add(node.target.id)
         elif is_package and isinstance(node, ast.ImportFrom) and node.module != "__future__":
             names.update(a.asname or a.name for a in node.names)
@@ -50,7 +54,9 @@ def test_all_matches_public_names(name: str) -> None:
     assert not undeclared, f"{name} exposes {undeclared} without listing them in __all__"
 
 
-@pytest.mark.parametrize("name", ["adrank", "sharding_planner", "pruning", "embed_store", "feature_service", "ranker"])
+@pytest.mark.parametrize(
+    "name", ["adrank", "sharding_planner", "pruning", "embed_store", "feature_service", "ranker"]
+)
 def test_package_has_role_docstring(name: str) -> None:
     doc = importlib.import_module(name).__doc__
     assert doc and len(doc.split()) >= 8, f"{name}/__init__.py needs a docstring stating its role"

@@ -48,10 +48,9 @@ def test_read_missing_file_is_not_found(tmp_path: Path) -> None:
 def test_atomic_path_failure_keeps_old_contents(tmp_path: Path) -> None:
     dest = tmp_path / "out.json"
     dest.write_text("old")
-    with pytest.raises(RuntimeError):
-        with atomic_path(dest) as tmp:
-            tmp.write_text("half-writ")
-            raise RuntimeError("boom")
+    with pytest.raises(RuntimeError), atomic_path(dest) as tmp:
+        tmp.write_text("half-writ")
+        raise RuntimeError("boom")
     assert dest.read_text() == "old"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["out.json"]
 

@@ -43,7 +43,9 @@ def test_id_keys_from_arrow_strings_with_nulls() -> None:
 
 
 def test_id_keys_from_arrow_ints_are_their_own_keys() -> None:
-    keys, valid = id_keys_from_arrow(pa.chunked_array([pa.array([5, None], pa.int32()), pa.array([-7], pa.int32())]))
+    keys, valid = id_keys_from_arrow(
+        pa.chunked_array([pa.array([5, None], pa.int32()), pa.array([-7], pa.int32())])
+    )
     assert keys.dtype == np.int64
     assert keys.tolist() == [5, 0, -7]
     assert valid.tolist() == [True, False, True]

@@ -1,0 +1,110 @@
+"""Small hand-built shard plans for tests of the plan's consumers (pruning, embed_store).
+
+``make_plan`` fills in what validation derives (device bytes from the shards), so a test states
+only its tables and shards.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from adrank.types import (
+    DevicePlan,
+    FeatureSlot,
+    PlanMode,
+    PoolingType,
+    Precision,
+    PruningAction,
+    PruningPolicy,
+    ShardingType,
+    ShardPlan,
+    ShardSpec,
+    TablePlan,
+)
+
+GIB = 1 << 30
+
+
+def feature(name: str, seed: int, hash_size: int, **kw: object) -> FeatureSlot:
+    """A feature slot (keyword arguments override FeatureSlot's defaults)."""
+    return FeatureSlot(name=name, seed=seed, hash_size=hash_size, **kw)  # type: ignore[arg-type]
+
+
+def table(
+    name: str,
+    features: Sequence[FeatureSlot],
+    num_rows: int,
+    dim: int,
+    sharding: ShardingType,
+    shards: Sequence[tuple[int, int, int, int, int]],
+    *,
+    hashed_rows: int | None = None,
+    precision: Precision = Precision.FP32,
+    pooling: PoolingType = PoolingType.SUM,
+    fallback_row: int | None = None,
+    pruning: PruningPolicy | None = None,
+) -> TablePlan:
+    """A table; ``shards`` are ``(rank, row_offset, num_rows, col_offset, num_cols)`` tuples."""
+    hashed = num_rows if hashed_rows is None else hashed_rows
+    if pruning is None:
+        pruning = (
+            PruningPolicy()
+            if hashed == num_rows
+            else PruningPolicy(
+                action=PruningAction.DROP_DEAD,
+                expected_pruned_rows=hashed - num_rows + (1 if fallback_row is not None else 0),
+            )
+        )
+    return TablePlan(
+        name=name,
+        features=tuple(features),
+        num_rows=num_rows,
+        dim=dim,
+        precision=precision,
+        pooling=pooling,
+        sharding_type=sharding,
+        shards=tuple(ShardSpec(*s) for s in shards),
+        hashed_rows=hashed,
+        fallback_row=fallback_row,
+        pruning=pruning,
+    )
+
+
+def make_plan(
+    tables: Sequence[TablePlan],
+    world_size: int,
+    *,
+    ranks_per_host: int | None = None,
+    memory_bytes: int = GIB,
+    fingerprint: str = "sha256:test",
+    mode: PlanMode = PlanMode.INFERENCE,
+) -> ShardPlan:
+    """A plan over ``world_size`` ranks (hosts of ``ranks_per_host`` consecutive ranks; default
+    one host), with each device's ``used_bytes`` computed from its shards."""
+    per_host = ranks_per_host or world_size
+    skeleton = ShardPlan(
+        mode=mode,
+        tables=tuple(sorted(tables, key=lambda t: t.name)),
+        devices=(),
+        inputs_fingerprint=fingerprint,
+    )
+    used = [0] * world_size
+    for t in skeleton.tables:
+        for s in t.shards:
+            used[s.rank] += skeleton.shard_bytes(t, s)
+    devices = tuple(
+        DevicePlan(
+            rank=r,
+            host=f"host{r // per_host}",
+            memory_bytes=memory_bytes,
+            used_bytes=used[r],
+            est_cost_ms=0.0,
+        )
+        for r in range(world_size)
+    )
+    return ShardPlan(
+        mode=mode,
+        tables=skeleton.tables,
+        devices=devices,
+        inputs_fingerprint=fingerprint,
+    )
