@@ -4,7 +4,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.adrank-installed
 
-.PHONY: install demo test test-fast lint bench-stats clean
+.PHONY: install demo test test-fast lint bench-stats peers clean
 
 $(STAMP): pyproject.toml constraints.txt scripts/install.sh
 	bash scripts/install.sh $(VENV)
@@ -29,5 +29,14 @@ lint: $(STAMP)
 bench-stats: $(STAMP)
 	$(PY) -m bench stats --config bench/configs/stats.yaml
 
+# Peer systems for side-by-side benchmarks (Feast, DuckDB, polars), in their own environment.
+PEERS ?= .venv-peers
+$(PEERS)/.installed: bench/requirements-peers.txt
+	test -x $(PEERS)/bin/python || python3 -m venv $(PEERS)
+	$(PEERS)/bin/python -m pip install -q --disable-pip-version-check -r bench/requirements-peers.txt
+	@touch $@
+
+peers: $(PEERS)/.installed
+
 clean:
-	rm -rf $(VENV) build *.egg-info .pytest_cache
+	rm -rf $(VENV) $(PEERS) build *.egg-info .pytest_cache

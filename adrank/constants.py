@@ -55,3 +55,7 @@ DEFAULT_INTRA_HOST_BANDWIDTH_BYTES_PER_S = 600e9
 
 DEFAULT_INTER_HOST_BANDWIDTH_BYTES_PER_S = 12.5e9
 """Bandwidth between hosts when not given (TorchRec's CROSS_NODE_BANDWIDTH)."""
+
+REMAP_BYTES_PER_HASHED_ROW = 4
+"""Device bytes of a pruning remap per hashed id: FBGEMM keeps ``index_remappings`` as int32 on the
+device. The allocation charges it for pruned features (the plan's shard bytes do not include it)."""

@@ -175,8 +175,8 @@ def count_accesses(
     t0 = time.perf_counter()
     slots: dict[str, tuple[TablePlan, FeatureSlot]] = {}
     for t in plan.tables:
-        for f in t.features:
-            slots[f.name] = (t, f)
+        for slot in t.features:
+            slots[slot.name] = (t, slot)
     wanted = list(slots) if features is None else list(dict.fromkeys(features))
     problems: list[InputError] = []
     unknown = [n for n in wanted if n not in slots]
@@ -234,7 +234,7 @@ def count_accesses(
         paths, StatsConfig(features=tuple(wanted), timestamp_column=timestamp_column)
     )
     if start_s is not None or end_s is not None:
-        no_ts = [str(f.path) for f in files if f.timestamp_column is None and f.features]
+        no_ts = [str(x.path) for x in files if x.timestamp_column is None and x.features]
         if no_ts:
             raise InputError(
                 "a time window was requested but these files have no timestamp column: "
@@ -246,14 +246,16 @@ def count_accesses(
     counters = {t.name: _Counter(t) for t in plan.tables}
     rows = 0
     span: list[int] = []  # [earliest, latest] timestamp of the rows counted, over all files
-    for f in files:
-        cols = [c for c in f.features if c.name in slots]
+    for log in files:
+        cols = [c for c in log.features if c.name in slots]
         if not cols:
             continue
-        for batch in _batches(f.path, [c.name for c in cols], f.timestamp_column, batch_rows):
+        for batch in _batches(log.path, [c.name for c in cols], log.timestamp_column, batch_rows):
             ts = None
-            if f.timestamp_column is not None:
-                ts = _epoch_seconds(batch.column(f.timestamp_column), f.path, f.timestamp_column)
+            if log.timestamp_column is not None:
+                ts = _epoch_seconds(
+                    batch.column(log.timestamp_column), log.path, log.timestamp_column
+                )
             row_mask = _window_mask(ts, start_s, end_s)
             if ts is not None:
                 _extend_span(span, ts if row_mask is None else ts[row_mask])
@@ -266,7 +268,7 @@ def count_accesses(
                     batch.column(col.name),
                     ts,
                     row_mask,
-                    f"{f.path}:{col.name}",
+                    f"{log.path}:{col.name}",
                 )
             rows += batch.num_rows
             if progress is not None:

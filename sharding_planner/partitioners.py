@@ -6,13 +6,15 @@
 2. Chooses each table's sharding type (:func:`sharding_planner.placement.choose_sharding`).
 3. Places row-wise and table-row-wise tables first, biggest first, splitting rows in proportion to
    each rank's free memory (table-row-wise: on the host with the most free memory).
-4. Places table-wise and column-wise shards, costliest first, each on the rank whose estimated cost
-   after adding it is lowest among ranks with room (ties: lower memory use, then lower rank);
-   column shards of one table avoid sharing a rank when they can. A table-wise table that fits no
+4. Places table-wise and column-wise shards, costliest first, each on the rank with room whose
+   load after adding it is lowest, load being the larger of its memory and its estimated cost,
+   each divided by the rank's fair share (all bytes split by capacity; all cost split evenly);
+   ties go to the lower sum, then the lower rank. Column shards of one table avoid sharing a rank
+   when they can. A table-wise table that fits no
    single rank is split row-wise over the free memory instead.
 
-Like TorchRec's ``GreedyPerfPartitioner`` it balances estimated cost under a hard memory
-constraint; unlike it, shard choices are made once (no search over proposals), which keeps
+Like TorchRec's ``GreedyPerfPartitioner`` it places costliest first under a hard memory
+constraint, but balances memory as well as cost; shard choices are made once (no search over proposals), which keeps
 planning linear in the number of shards.
 """
 
@@ -127,8 +129,8 @@ class GreedyCostPartitioner:
         tw_cost = {d.name: scost(d, ShardingType.TABLE_WISE, d.pruned.num_rows,
                                  d.pruned.table.dim, 0) for d in tables}
         mean_cost = sum(tw_cost.values()) / world
-        choice = {d.name: choose_sharding(d, full[d.name], tw_cost[d.name], mean_cost, topology,
-                                          config) for d in tables}
+        choice = {d.name: choose_sharding(d, full[d.name], tw_cost[d.name], mean_cost,
+                                          total / world, topology, config) for d in tables}
         shards: dict[str, list[ShardSpec]] = {d.name: [] for d in tables}
         kinds: dict[str, ShardingType] = {}
         reasons: dict[str, str] = {}
@@ -183,12 +185,15 @@ class GreedyCostPartitioner:
             elif st is ShardingType.TABLE_WISE:
                 items.append((-tw_cost[d.name], -full[d.name], d.name, 0, 0, d.pruned.table.dim))
         items.sort()
+        # Balance targets: each rank's fair share of all bytes (by capacity) and of all cost.
+        mem_target = [max(1.0, total * dev.memory_bytes / capacity) for dev in devices]
+        cost_target = max(1e-12, sum(tw_cost.values()) / world)
         for _, neg_bytes, name, _i, col0, cols in items:
             d = by_name[name]
             st = choice[name][0]
             b = -neg_bytes
             taken = {s.rank for s in shards[name]}
-            rank = self._best_rank(world, b, used, cost, devices,
+            rank = self._best_rank(b, used, cost, devices, mem_target, cost_target,
                                    lambda r, d=d, st=st, cols=cols: scost(d, st, d.pruned.num_rows,
                                                                           cols, r),
                                    avoid=taken)
@@ -246,20 +251,27 @@ class GreedyCostPartitioner:
 
     @staticmethod
     def _best_rank(
-        world: int,
         nbytes: int,
         used: list[int],
         cost: list[float],
         devices: tuple[DeviceSpec, ...],
+        mem_target: list[float],
+        cost_target: float,
         cost_on: Callable[[int], float],
         avoid: set[int],
     ) -> int | None:
-        fits = [r for r in range(world) if used[r] + nbytes <= devices[r].memory_bytes]
+        """The rank with room whose worse normalised load (memory or cost) is lowest after."""
+        fits = [r for r in range(len(devices)) if used[r] + nbytes <= devices[r].memory_bytes]
         if not fits:
             return None
         preferred = [r for r in fits if r not in avoid] or fits
-        return min(preferred, key=lambda r: (cost[r] + cost_on(r),
-                                             (used[r] + nbytes) / devices[r].memory_bytes, r))
+
+        def score(r: int) -> tuple[float, float, int]:
+            m = (used[r] + nbytes) / mem_target[r]
+            c = (cost[r] + cost_on(r)) / cost_target
+            return (max(m, c), m + c, r)
+
+        return min(preferred, key=score)
 
 
 def _ratio(values: list[int] | list[float]) -> float:

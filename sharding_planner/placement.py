@@ -3,9 +3,10 @@
 Rules, in order (a table's or any of its features' entry in ``sharding_overrides`` wins):
 
 1. One device: table-wise.
-2. A table bigger than ``row_wise_min_share`` of the smallest device's memory: row-wise across all
-   devices, or table-row-wise inside one host when there are several hosts (keeps the per-lookup
-   all-to-all inside the host's fast links).
+2. A table bigger than ``row_wise_min_share`` of the smaller of the smallest device's memory and
+   the fair share of all tables' bytes per device: row-wise across all devices, or table-row-wise
+   inside one host when there are several hosts (keeps the per-lookup all-to-all inside the
+   host's fast links). Placing such a table whole would leave that device's memory unbalanced.
 3. A table whose lookup cost exceeds ``column_wise_hot_share`` x the mean cost per device, with at
    least ``2 x column_wise_min_cols`` columns: column-wise into ``k`` shards (``k`` <= devices,
    each a multiple of 4 columns, at least ``column_wise_min_cols``), so its work spreads.
@@ -62,6 +63,7 @@ def choose_sharding(
     table_bytes: int,
     table_cost_ms: float,
     mean_cost_ms: float,
+    mean_bytes: float,
     topology: Topology,
     config: PlannerConfig,
 ) -> tuple[ShardingType, int, str]:
@@ -72,6 +74,7 @@ def choose_sharding(
         table_bytes: Its bytes as one shard.
         table_cost_ms: Its cost as one shard on an average device.
         mean_cost_ms: Total cost of all tables divided by the number of devices.
+        mean_bytes: Total bytes of all tables divided by the number of devices.
         topology: The devices.
         config: Placement settings.
 
@@ -88,12 +91,15 @@ def choose_sharding(
     if topology.world_size == 1:
         return ShardingType.TABLE_WISE, 1, "table_wise: one device"
     smallest = min(d.memory_bytes for d in topology.devices)
-    if table_bytes > pc.row_wise_min_share * smallest:
+    limit = pc.row_wise_min_share * min(smallest, mean_bytes)
+    if table_bytes > limit:
         multi_host = len(topology.hosts) > 1
         st = ShardingType.TABLE_ROW_WISE if multi_host else ShardingType.ROW_WISE
         where = "inside one host" if multi_host else "across all devices"
-        return st, 1, (f"{st.value}: {table_bytes:,} bytes > {pc.row_wise_min_share:.0%} of the "
-                       f"smallest device ({smallest:,} bytes), so rows are split {where}")
+        basis = (f"the smallest device ({smallest:,} bytes)" if smallest <= mean_bytes
+                 else f"the mean bytes per device ({mean_bytes:,.0f})")
+        return st, 1, (f"{st.value}: {table_bytes:,} bytes > {pc.row_wise_min_share:.0%} of "
+                       f"{basis}, so rows are split {where}")
     dim = draft.pruned.table.dim
     if (
         mean_cost_ms > 0

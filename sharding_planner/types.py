@@ -400,14 +400,19 @@ class AllocationConfig:
     """Hash-size allocation settings.
 
     Attributes:
-        max_rows_per_live_id: Rows per feature never exceed ``max(1, live_ids *
-            max_rows_per_live_id)`` (1.0: never more rows than its live ids).
+        max_rows_per_live_id: Without pruning (a tables file, or ``--no-prune``), rows per
+            feature never exceed ``max(1, live_ids x max_rows_per_live_id)`` (1.0: never more
+            rows than its live ids). With pruning the stored rows are the rows live ids hit,
+            which never exceed the live ids, whatever the hashed range.
+        max_hash_per_live_id: With pruning, a feature's hashed range is at most this many times
+            its live tail ids (bounds the remap; 64 -> a collision floor of about 1.5%).
         max_dedicated_per_feature: Heavy hitters that may get a dedicated row (None: every live
             heavy hitter the stats report).
         min_hash_size: Rows every feature's hashed range keeps (new ids land there).
     """
 
     max_rows_per_live_id: float = 1.0
+    max_hash_per_live_id: float = 64.0
     max_dedicated_per_feature: int | None = None
     min_hash_size: int = 1
 
@@ -454,8 +459,9 @@ class PlacementConfig:
 
     Attributes:
         sharding_overrides: Table or feature name -> sharding type to force.
-        row_wise_min_share: Tables taking more than this share of the smallest device's memory
-            are sharded row-wise (table-row-wise when there are several hosts).
+        row_wise_min_share: Tables taking more than this share of the smaller of the smallest
+            device's memory and the mean bytes per device are sharded row-wise (table-row-wise
+            when there are several hosts).
         column_wise_hot_share: Tables whose lookup cost exceeds this multiple of the per-device
             mean cost are split column-wise to spread the work.
         column_wise_min_cols: Narrowest column shard.
@@ -535,18 +541,27 @@ class HashSizeDecision:
         feature: Feature name.
         hash_size: Rows of the hashed range.
         dedicated_keys: Id keys given a collision-free row, most frequent first.
-        row_bytes: Bytes per row assumed (precision estimate, dim, optimizer state).
+        row_bytes: Bytes per stored row assumed (precision estimate, dim, optimizer state).
+        pruned: Whether the feature's rows will be pruned to those its live ids hit (then the
+            stored rows are fewer than the hashed ones and a remap is needed).
+        expected_stored_rows: Rows expected to be stored: dedicated rows plus the hashed rows
+            that live ids hit (all hashed rows without pruning).
+        memory_bytes: Bytes the allocation charged: stored rows x row bytes, plus
+            ``REMAP_BYTES_PER_HASHED_ROW`` per hashed id when pruned.
         expected_collision_rate: Share of the feature's lookups expected to read a row shared with
             another live id.
         traffic_share: Share of all lookups.
         live_ids: Live distinct ids.
-        capped: The row cap (live ids) stopped the feature from getting more rows.
+        capped: A cap (live ids, or the hashed-range limit) stopped it from getting more rows.
     """
 
     feature: str
     hash_size: int
     dedicated_keys: tuple[int, ...]
     row_bytes: int
+    pruned: bool
+    expected_stored_rows: float
+    memory_bytes: int
     expected_collision_rate: float
     traffic_share: float
     live_ids: int
@@ -554,13 +569,8 @@ class HashSizeDecision:
 
     @property
     def num_rows(self) -> int:
-        """Hashed plus dedicated rows."""
+        """Hashed plus dedicated rows: the size of the feature's hashed-id space."""
         return self.hash_size + len(self.dedicated_keys)
-
-    @property
-    def bytes(self) -> int:
-        """Bytes of the feature's rows."""
-        return self.num_rows * self.row_bytes
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -570,7 +580,7 @@ class Allocation:
     Attributes:
         decisions: One per feature, sorted by name.
         budget_bytes: The memory budget.
-        used_bytes: Bytes the decisions take.
+        used_bytes: Bytes the decisions take (their ``memory_bytes``).
         expected_collision_rate: Traffic-weighted over all features.
     """
 

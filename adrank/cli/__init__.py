@@ -28,6 +28,7 @@ _SUBCOMMANDS: tuple[tuple[str, str], ...] = (
     ("synth", "synth"),
     ("import", "import_cmd"),
     ("stats", "stats"),
+    ("plan", "plan"),
     ("ingest", "ingest"),
 )
 
