@@ -18,7 +18,7 @@ import yaml
 
 __all__ = ["BenchResult", "measure_peak_rss_bytes", "run_benchmark", "percentiles_ms", "BENCHMARKS"]
 
-BENCHMARKS = ("stats",)
+BENCHMARKS = ("stats", "plan_allocation", "kv_get")
 """Benchmark names; each is a module ``bench/<name>.py``."""
 
 RESULTS_DIR = Path(__file__).resolve().parent / "results"

@@ -22,6 +22,17 @@ row_wise        exactly TorchRec's even layout over *all* ranks: rank ``r`` hold
 table_row_wise  the same layout over the ``L`` ranks of one host, hosts being consecutive blocks
                 of ``L = LOCAL_WORLD_SIZE`` ranks (TorchRec's host index is ``rank // L``)
 ==============  ==============================================================================
+
+Two TorchRec 1.8 / FBGEMM 1.8 runtime limits are refused as well (both found by the multi-process
+parity test):
+
+* A row-wise or table-row-wise table with MEAN pooling next to any table_wise or column_wise table
+  in one collection: ``ShardedEmbeddingBagCollection``'s mean-pooling callback then divides *every*
+  non-row-wise feature by its bag length too (its divisor resets lengths to 1 only for row-wise
+  SUM features), so those outputs come out wrong.
+* On CPU, a rank whose row-wise (or table-row-wise) shards of one (precision, pooling) group are all
+  empty: TorchRec still builds a TBE for it, and FBGEMM's training TBE, finding no host weights,
+  takes its GPU path and fails ("weights[0] must be a GPU or MTIA tensor").
 """
 
 from __future__ import annotations
@@ -164,9 +175,15 @@ def _spec_to_shards(ps: ParameterSharding) -> tuple[ShardSpec, ...]:
         rows, cols = int(m.shard_sizes[0]), int(m.shard_sizes[1])
         if rows == 0 or cols == 0:
             continue
-        rank = m.placement.rank() if m.placement is not None else -1
+        rank = _placement_rank(m)
         out.append(ShardSpec(rank, int(m.shard_offsets[0]), rows, int(m.shard_offsets[1]), cols))
     return tuple(sorted(out, key=_shard_key))
+
+
+def _placement_rank(m: ShardMetadata) -> int:
+    """Rank a shard is placed on (-1 when TorchRec left it unplaced)."""
+    rank = m.placement.rank() if m.placement is not None else None
+    return -1 if rank is None else int(rank)
 
 
 def _shard_key(s: ShardSpec) -> tuple[int, int, int]:
@@ -270,14 +287,61 @@ def parameter_shardings(
         want = tuple(sorted(t.shards, key=_shard_key))
         if got != want:
             problems.append(
-                f"table {t.name!r} ({t.sharding_type.value}, {t.num_rows} rows x {t.dim}): the plan "
-                f"has shards {_fmt(want)}, TorchRec would place {_fmt(got)}"
+                f"table {t.name!r} ({t.sharding_type.value}, {t.num_rows} rows x {t.dim}): the "
+                f"plan has shards {_fmt(want)}, TorchRec would place {_fmt(got)}"
             )
             continue
         out[t.name] = ps
+    problems += _runtime_limit_problems(plan, out, device_type)
     if problems:
         raise _mismatch(problems, source)
     return out
+
+
+def _runtime_limit_problems(
+    plan: ShardPlan, shardings: Mapping[str, ParameterSharding], device_type: str
+) -> list[str]:
+    """Plans TorchRec accepts but computes wrongly or fails on (see the module docstring)."""
+    problems: list[str] = []
+    row_types = (ShardingType.ROW_WISE, ShardingType.TABLE_ROW_WISE)
+    mean_rs = [
+        t.name
+        for t in plan.tables
+        if t.sharding_type in row_types and t.pooling is PoolingType.MEAN
+    ]
+    others = [t.name for t in plan.tables if t.sharding_type not in row_types]
+    if mean_rs and others:
+        problems.append(
+            f"row-wise tables with MEAN pooling ({', '.join(mean_rs)}) beside table-wise or "
+            f"column-wise tables ({', '.join(others)}): TorchRec's mean-pooling callback would "
+            "also divide the latter's outputs by their bag lengths; use SUM pooling, or shard "
+            "these MEAN tables table-wise/column-wise, or put them in their own collection"
+        )
+    if device_type != "cpu":
+        return problems
+    # (sharding type, precision, pooling) -> rows per rank over the ranks the group spans.
+    groups: dict[tuple[ShardingType, Precision, PoolingType], dict[int, int]] = {}
+    names: dict[tuple[ShardingType, Precision, PoolingType], list[str]] = {}
+    for t in plan.tables:
+        if t.sharding_type not in row_types or t.name not in shardings:
+            continue
+        key = (t.sharding_type, t.precision, t.pooling)
+        rows = groups.setdefault(key, {})
+        names.setdefault(key, []).append(t.name)
+        ps = shardings[t.name]
+        for rank in ps.ranks or []:
+            rows.setdefault(rank, 0)
+        for s in t.shards:
+            rows[s.rank] = rows.get(s.rank, 0) + s.num_rows
+    for key, rows in groups.items():
+        empty = sorted(r for r, n in rows.items() if n == 0)
+        if empty:
+            problems.append(
+                f"{key[0].value} tables {', '.join(names[key])} ({key[1].value}, "
+                f"{key[2].value}) leave ranks {empty} without rows; FBGEMM's CPU training kernel "
+                "fails on an empty table group: shard such small tables table-wise"
+            )
+    return problems
 
 
 def _fmt(shards: Sequence[ShardSpec]) -> str:
@@ -338,7 +402,9 @@ def torchrec_sharding_plan(
     return ShardingPlan(plan={module_path: EmbeddingModuleShardingPlan(shardings)})
 
 
-def sharded_placements(module: torch.nn.Module, prefix: str = "") -> dict[str, tuple[ShardSpec, ...]]:
+def sharded_placements(
+    module: torch.nn.Module, prefix: str = ""
+) -> dict[str, tuple[ShardSpec, ...]]:
     """The shards a sharded TorchRec module reports, per table, from its ``ShardedTensor`` state.
 
     Reads the global shard metadata of every ``<prefix>embedding_bags.<table>.weight`` entry of
@@ -364,7 +430,7 @@ def sharded_placements(module: torch.nn.Module, prefix: str = "") -> dict[str, t
         for m in metadata().shards_metadata:
             rows, cols = int(m.shard_sizes[0]), int(m.shard_sizes[1])
             if rows and cols:
-                rank = m.placement.rank() if m.placement is not None else -1
+                rank = _placement_rank(m)
                 shards.append(
                     ShardSpec(rank, int(m.shard_offsets[0]), rows, int(m.shard_offsets[1]), cols)
                 )

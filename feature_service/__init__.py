@@ -5,9 +5,27 @@ The store core (:class:`FeatureStore`) works without gRPC: feature groups with d
 values versioned by event time (and created time for corrections), "latest" reads as one multi_get
 and "as of t" reads as one seek per entity, bulk parquet ingest that is atomic per batch and
 resumable (:func:`ingest_parquet`), TTL, compaction and stats.
+
+Online serving over gRPC: :func:`build_server` (``adrank serve-features``) runs a thin servicer
+over a read-only store; :class:`FeatureClient` returns the same frames the store returns.
 """
 
+from feature_service.client import FeatureClient
+from feature_service.convert import DeadlineExceededError, UnauthenticatedError
 from feature_service.ingest import DEFAULT_INGEST_BATCH_ROWS, infer_group, ingest_parquet
+from feature_service.pit_join import (
+    DEFAULT_JOIN_BATCH_ROWS,
+    DEFAULT_JOIN_MEMORY_BYTES,
+    GroupJoinCounts,
+    JoinedBatches,
+    JoinReport,
+    JoinSpec,
+    JoinStrategy,
+    VersionCache,
+    iter_joined_batches,
+    join_to_parquet,
+)
+from feature_service.server import FeatureServer, ServerConfig, build_server
 from feature_service.store import DEFAULT_BLOCK_CACHE_BYTES, FeatureStore, entity_id_keys
 from feature_service.types import (
     CompactionReport,
@@ -29,11 +47,27 @@ from feature_service.types import (
 
 __all__ = [
     "FeatureStore",
+    "FeatureClient",
+    "FeatureServer",
+    "ServerConfig",
+    "build_server",
+    "DeadlineExceededError",
+    "UnauthenticatedError",
     "DEFAULT_BLOCK_CACHE_BYTES",
     "DEFAULT_INGEST_BATCH_ROWS",
     "entity_id_keys",
     "ingest_parquet",
     "infer_group",
+    "iter_joined_batches",
+    "join_to_parquet",
+    "JoinSpec",
+    "JoinStrategy",
+    "JoinReport",
+    "GroupJoinCounts",
+    "JoinedBatches",
+    "VersionCache",
+    "DEFAULT_JOIN_BATCH_ROWS",
+    "DEFAULT_JOIN_MEMORY_BYTES",
     "CompactionReport",
     "Dtype",
     "EntityIdKind",

@@ -6,7 +6,7 @@ dead-row pruning policy -> precision -> placement -> plan file. :func:`plan_shar
 never imports torch, torchrec, fbgemm, grpc or embed_store (a test checks ``sys.modules``).
 """
 
-from sharding_planner.allocation import GreedyMarginalAllocator
+from sharding_planner.allocation import LagrangianAllocator
 from sharding_planner.inputs import load_plan_inputs, read_tables_file
 from sharding_planner.partitioners import GreedyCostPartitioner
 from sharding_planner.planner import plan_shards
@@ -45,7 +45,7 @@ __all__ = [
     "FeatureSpec",
     "FeatureStats",
     "GreedyCostPartitioner",
-    "GreedyMarginalAllocator",
+    "LagrangianAllocator",
     "HashSizeDecision",
     "HeavyHitter",
     "IdKind",

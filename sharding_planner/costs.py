@@ -65,8 +65,11 @@ def shard_cost_ms(
     row_bytes = draft.precision.precision.row_bytes(num_cols, config.row_alignment_bytes)
     mem_bw = device.memory_bandwidth_bytes_per_s or DEFAULT_HBM_BANDWIDTH_BYTES_PER_S
     compute_s = lookups * phi * row_bytes / mem_bw
-    out_cols = t.table.dim if sharding_type in (ShardingType.ROW_WISE,
-                                                ShardingType.TABLE_ROW_WISE) else num_cols
+    out_cols = (
+        t.table.dim
+        if sharding_type in (ShardingType.ROW_WISE, ShardingType.TABLE_ROW_WISE)
+        else num_cols
+    )
     if t.table.pooling is PoolingType.NONE:
         out_bytes = lookups * phi * out_cols * OUTPUT_VALUE_BYTES
     else:

@@ -85,8 +85,11 @@ def features_from_stats(
     _check_named(names, dim_overrides, "--dim-override", source)
     _check_named(names, importance, "--importance", source)
     if not names:
-        raise InputError("the stats file has no sparse features", source=source,
-                         hint="run `adrank stats` on logs with sparse (id) columns")
+        raise InputError(
+            "the stats file has no sparse features",
+            source=source,
+            hint="run `adrank stats` on logs with sparse (id) columns",
+        )
     window = report.config.recent_window_s
     feats = []
     for name in sorted(names):
@@ -119,8 +122,9 @@ def features_from_stats(
     return PlanInputs(
         features=tuple(feats),
         source_fingerprint=report.inputs_fingerprint,
-        recent_window_s=window if any(f.unseen_recent_share is not None
-                                      for f in report.features.values()) else None,
+        recent_window_s=window
+        if any(f.unseen_recent_share is not None for f in report.features.values())
+        else None,
         source=source,
     )
 
@@ -145,9 +149,12 @@ def read_tables_file(path: str | os.PathLike[str]) -> list[dict[str, Any]]:
     except FileNotFoundError as exc:
         raise NotFoundError("tables file does not exist", source=str(p)) from exc
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise InputError(f"cannot read the tables file as JSON: {exc}", source=str(p),
-                         hint='expected [{"name": ..., "num_embeddings": ..., "dim": ..., '
-                              '"pooling_factor": ...}, ...]') from exc
+        raise InputError(
+            f"cannot read the tables file as JSON: {exc}",
+            source=str(p),
+            hint='expected [{"name": ..., "num_embeddings": ..., "dim": ..., '
+            '"pooling_factor": ...}, ...]',
+        ) from exc
     if isinstance(doc, dict) and isinstance(doc.get("tables"), list):
         doc = doc["tables"]
     if not isinstance(doc, list) or not doc:
@@ -166,42 +173,61 @@ def read_tables_file(path: str | os.PathLike[str]) -> list[dict[str, Any]]:
             continue
         unknown = sorted(set(entry) - set(TABLES_FILE_KEYS))
         if unknown:
-            problems.append(InputError(f"unknown keys {unknown}; known: {list(TABLES_FILE_KEYS)}",
-                                       source=where))
+            problems.append(
+                InputError(f"unknown keys {unknown}; known: {list(TABLES_FILE_KEYS)}", source=where)
+            )
         missing = [k for k in _REQUIRED_TABLE_KEYS if k not in entry]
         if missing:
             problems.append(InputError(f"missing keys {missing}", source=where))
             continue
         name = entry["name"]
         if not isinstance(name, str) or not name:
-            problems.append(InputError(f"name must be a non-empty string, found {name!r}",
-                                       source=f"{where}.name"))
+            problems.append(
+                InputError(
+                    f"name must be a non-empty string, found {name!r}", source=f"{where}.name"
+                )
+            )
         elif name in seen:
             problems.append(InputError(f"duplicate table name {name!r}", source=f"{where}.name"))
         seen.add(str(name))
         n = entry["num_embeddings"]
         if isinstance(n, bool) or not isinstance(n, int) or n < 1:
-            problems.append(InputError(f"num_embeddings must be an integer >= 1, found {n!r}",
-                                       source=f"{where}.num_embeddings"))
+            problems.append(
+                InputError(
+                    f"num_embeddings must be an integer >= 1, found {n!r}",
+                    source=f"{where}.num_embeddings",
+                )
+            )
         pf = entry["pooling_factor"]
-        if isinstance(pf, bool) or not isinstance(pf, int | float) or not (
-            math.isfinite(pf) and pf > 0
+        if (
+            isinstance(pf, bool)
+            or not isinstance(pf, int | float)
+            or not (math.isfinite(pf) and pf > 0)
         ):
-            problems.append(InputError(f"pooling_factor must be a number > 0, found {pf!r}",
-                                       source=f"{where}.pooling_factor"))
+            problems.append(
+                InputError(
+                    f"pooling_factor must be a number > 0, found {pf!r}",
+                    source=f"{where}.pooling_factor",
+                )
+            )
         clean = {"name": name, "num_embeddings": n, "pooling_factor": pf}
         if "dim" in entry:
             dim = entry["dim"]
             if isinstance(dim, bool) or not isinstance(dim, int) or dim < 1:
-                problems.append(InputError(f"dim must be an integer >= 1, found {dim!r}",
-                                           source=f"{where}.dim"))
+                problems.append(
+                    InputError(f"dim must be an integer >= 1, found {dim!r}", source=f"{where}.dim")
+                )
             clean["dim"] = dim
         if "pooling" in entry:
             pooling = entry["pooling"]
             valid = [x.value.lower() for x in PoolingType]
             if not isinstance(pooling, str) or pooling.lower() not in valid:
-                problems.append(InputError(f"pooling must be one of {valid}, found {pooling!r}",
-                                           source=f"{where}.pooling"))
+                problems.append(
+                    InputError(
+                        f"pooling must be one of {valid}, found {pooling!r}",
+                        source=f"{where}.pooling",
+                    )
+                )
             else:
                 clean["pooling"] = pooling.upper()
         out.append(clean)
@@ -274,8 +300,11 @@ def read_importance(path: str | os.PathLike[str]) -> dict[str, float]:
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise InputError(f"cannot read the importance file as JSON: {exc}", source=str(p)) from exc
     if not isinstance(doc, dict):
-        raise InputError(f"expected a JSON object {{feature: weight}}, found {type(doc).__name__}",
-                         source=str(p), hint='e.g. {"ad_id": 2.0, "geo": 0.5}')
+        raise InputError(
+            f"expected a JSON object {{feature: weight}}, found {type(doc).__name__}",
+            source=str(p),
+            hint='e.g. {"ad_id": 2.0, "geo": 0.5}',
+        )
     problems = [
         InputError(f"weight must be a number > 0, found {w!r}", source=f"{p}:{k}")
         for k, w in doc.items()
@@ -315,12 +344,22 @@ def load_plan_inputs(
     importance = read_importance(importance_path) if importance_path is not None else None
     if stats_path is not None:
         report = read_stats(stats_path)
-        return features_from_stats(report, default_dim=default_dim, dim_overrides=dim_overrides,
-                                   importance=importance, source=str(stats_path))
+        return features_from_stats(
+            report,
+            default_dim=default_dim,
+            dim_overrides=dim_overrides,
+            importance=importance,
+            source=str(stats_path),
+        )
     assert tables_path is not None
     entries = read_tables_file(tables_path)
-    return features_from_tables(entries, default_dim=default_dim, dim_overrides=dim_overrides,
-                                importance=importance, source=str(tables_path))
+    return features_from_tables(
+        entries,
+        default_dim=default_dim,
+        dim_overrides=dim_overrides,
+        importance=importance,
+        source=str(tables_path),
+    )
 
 
 def _check_named(

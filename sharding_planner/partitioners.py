@@ -14,8 +14,8 @@
    single rank is split row-wise over the free memory instead.
 
 Like TorchRec's ``GreedyPerfPartitioner`` it places costliest first under a hard memory
-constraint, but balances memory as well as cost; shard choices are made once (no search over proposals), which keeps
-planning linear in the number of shards.
+constraint, but balances memory as well as cost; shard choices are made once (no search over
+proposals), which keeps planning linear in the number of shards.
 """
 
 from __future__ import annotations
@@ -73,10 +73,14 @@ def insufficient_memory_error(
     for d in topology.devices:
         total_cap += d.memory_bytes
         free = d.memory_bytes - used[d.rank]
-        lines.append(f"  rank {d.rank} ({d.host}): {_fmt_bytes(used[d.rank])} / "
-                     f"{_fmt_bytes(d.memory_bytes)}, free {_fmt_bytes(free)}")
-    lines.append(f"all devices: {_fmt_bytes(sum(used) + required_bytes)} required, "
-                 f"{_fmt_bytes(total_cap)} available")
+        lines.append(
+            f"  rank {d.rank} ({d.host}): {_fmt_bytes(used[d.rank])} / "
+            f"{_fmt_bytes(d.memory_bytes)}, free {_fmt_bytes(free)}"
+        )
+    lines.append(
+        f"all devices: {_fmt_bytes(sum(used) + required_bytes)} required, "
+        f"{_fmt_bytes(total_cap)} available"
+    )
     return PlanError(
         "\n".join(lines),
         kind=PlanErrorKind.INSUFFICIENT_MEMORY,
@@ -126,11 +130,17 @@ class GreedyCostPartitioner:
         capacity = sum(dev.memory_bytes for dev in devices)
         if total > capacity:
             raise insufficient_memory_error(f"{len(tables)} tables", total, topology, used)
-        tw_cost = {d.name: scost(d, ShardingType.TABLE_WISE, d.pruned.num_rows,
-                                 d.pruned.table.dim, 0) for d in tables}
+        tw_cost = {
+            d.name: scost(d, ShardingType.TABLE_WISE, d.pruned.num_rows, d.pruned.table.dim, 0)
+            for d in tables
+        }
         mean_cost = sum(tw_cost.values()) / world
-        choice = {d.name: choose_sharding(d, full[d.name], tw_cost[d.name], mean_cost,
-                                          total / world, topology, config) for d in tables}
+        choice = {
+            d.name: choose_sharding(
+                d, full[d.name], tw_cost[d.name], mean_cost, total / world, topology, config
+            )
+            for d in tables
+        }
         shards: dict[str, list[ShardSpec]] = {d.name: [] for d in tables}
         kinds: dict[str, ShardingType] = {}
         reasons: dict[str, str] = {}
@@ -147,40 +157,64 @@ class GreedyCostPartitioner:
                 if used[r] + b > devices[r].memory_bytes:
                     raise insufficient_memory_error(
                         f"table {d.name!r} ({st.value}, {_fmt_bytes(full[d.name])})",
-                        full[d.name], topology, used)
+                        full[d.name],
+                        topology,
+                        used,
+                    )
                 shards[d.name].append(ShardSpec(r, offset, n, 0, dim))
                 used[r] += b
                 cost[r] += scost(d, st, n, dim, r)
                 offset += n
             kinds[d.name] = st
 
-        rw = [d for d in tables if choice[d.name][0] in (ShardingType.ROW_WISE,
-                                                          ShardingType.TABLE_ROW_WISE)]
+        rw = [
+            d
+            for d in tables
+            if choice[d.name][0] in (ShardingType.ROW_WISE, ShardingType.TABLE_ROW_WISE)
+        ]
         for d in sorted(rw, key=lambda d: (-full[d.name], d.name)):
             st = choice[d.name][0]
             if st is ShardingType.TABLE_ROW_WISE:
-                host = max(topology.hosts, key=lambda h: sum(devices[r].memory_bytes - used[r]
-                                                             for r in topology.ranks_on(h)))
+                host = max(
+                    topology.hosts,
+                    key=lambda h: sum(
+                        devices[r].memory_bytes - used[r] for r in topology.ranks_on(h)
+                    ),
+                )
                 ranks = topology.ranks_on(host)
                 if sum(devices[r].memory_bytes - used[r] for r in ranks) < full[d.name]:
                     raise insufficient_memory_error(
-                        f"table {d.name!r} (table_row_wise, {_fmt_bytes(full[d.name])}) on one host",
-                        full[d.name], topology, used)
+                        f"table {d.name!r} (table_row_wise, {_fmt_bytes(full[d.name])}) "
+                        "on one host",
+                        full[d.name],
+                        topology,
+                        used,
+                    )
             else:
                 ranks = tuple(range(world))
             place_rows(d, st, ranks)
             reasons[d.name] = choice[d.name][2]
 
         # Table-wise and column-wise shards, costliest first.
-        items: list[tuple[float, int, str, int, int, int]] = []  # -cost, -bytes, name, i, col0, cols
+        items: list[
+            tuple[float, int, str, int, int, int]
+        ] = []  # -cost, -bytes, name, i, col0, cols
         by_name = {d.name: d for d in tables}
         for d in tables:
             st, k, _ = choice[d.name]
             if st is ShardingType.COLUMN_WISE:
                 col = 0
                 for i, w in enumerate(split_cols(d.pruned.table.dim, k)):
-                    items.append((-tw_cost[d.name] * w / d.pruned.table.dim,
-                                  -nbytes(d, d.pruned.num_rows, w), d.name, i, col, w))
+                    items.append(
+                        (
+                            -tw_cost[d.name] * w / d.pruned.table.dim,
+                            -nbytes(d, d.pruned.num_rows, w),
+                            d.name,
+                            i,
+                            col,
+                            w,
+                        )
+                    )
                     col += w
             elif st is ShardingType.TABLE_WISE:
                 items.append((-tw_cost[d.name], -full[d.name], d.name, 0, 0, d.pruned.table.dim))
@@ -193,20 +227,30 @@ class GreedyCostPartitioner:
             st = choice[name][0]
             b = -neg_bytes
             taken = {s.rank for s in shards[name]}
-            rank = self._best_rank(b, used, cost, devices, mem_target, cost_target,
-                                   lambda r, d=d, st=st, cols=cols: scost(d, st, d.pruned.num_rows,
-                                                                          cols, r),
-                                   avoid=taken)
+
+            def cost_on(
+                r: int, d: TableDraft = d, st: ShardingType = st, cols: int = cols
+            ) -> float:
+                return scost(d, st, d.pruned.num_rows, cols, r)
+
+            rank = self._best_rank(
+                b, used, cost, devices, mem_target, cost_target, cost_on, avoid=taken
+            )
             if rank is None:
                 if st is ShardingType.TABLE_WISE:
                     # Too big for any single rank's free memory: split its rows over the free space.
                     place_rows(d, ShardingType.ROW_WISE, tuple(range(world)))
-                    reasons[name] = (f"row_wise: {_fmt_bytes(b)} fits no single device's free "
-                                     "memory, so its rows are split by free memory")
+                    reasons[name] = (
+                        f"row_wise: {_fmt_bytes(b)} fits no single device's free "
+                        "memory, so its rows are split by free memory"
+                    )
                     continue
                 raise insufficient_memory_error(
-                    f"column shard {_i} of table {name!r} ({cols} cols, {_fmt_bytes(b)})", b,
-                    topology, used)
+                    f"column shard {_i} of table {name!r} ({cols} cols, {_fmt_bytes(b)})",
+                    b,
+                    topology,
+                    used,
+                )
             shards[name].append(ShardSpec(rank, 0, d.pruned.num_rows, col0, cols))
             used[rank] += b
             cost[rank] += scost(d, st, d.pruned.num_rows, cols, rank)
@@ -216,28 +260,38 @@ class GreedyCostPartitioner:
         plans = []
         for d in sorted(tables, key=lambda d: d.name):
             t = d.pruned
-            plans.append(TablePlan(
-                name=d.name,
-                features=tuple(t.table.features),
-                num_rows=t.num_rows,
-                dim=t.table.dim,
-                precision=d.precision.precision,
-                pooling=t.table.pooling,
-                sharding_type=kinds[d.name],
-                shards=tuple(sorted(shards[d.name], key=lambda s: (s.row_offset, s.col_offset))),
-                hashed_rows=t.table.hashed_rows,
-                fallback_row=t.fallback_row,
-                remap_file=None,
-                pruning=t.pruning,
-            ))
+            plans.append(
+                TablePlan(
+                    name=d.name,
+                    features=tuple(t.table.features),
+                    num_rows=t.num_rows,
+                    dim=t.table.dim,
+                    precision=d.precision.precision,
+                    pooling=t.table.pooling,
+                    sharding_type=kinds[d.name],
+                    shards=tuple(
+                        sorted(shards[d.name], key=lambda s: (s.row_offset, s.col_offset))
+                    ),
+                    hashed_rows=t.table.hashed_rows,
+                    fallback_row=t.fallback_row,
+                    remap_file=None,
+                    pruning=t.pruning,
+                )
+            )
         device_plans = tuple(
             DevicePlan(dev.rank, dev.host, dev.memory_bytes, used[dev.rank], cost[dev.rank])
             for dev in devices
         )
         # Recompute bytes through the plan's own accounting so used_bytes matches validate_plan.
-        probe = ShardPlan(mode=config.mode, tables=tuple(plans), devices=device_plans,
-                          inputs_fingerprint="", batch_size=config.batch_size,
-                          optimizer=opt, row_alignment_bytes=align)
+        probe = ShardPlan(
+            mode=config.mode,
+            tables=tuple(plans),
+            devices=device_plans,
+            inputs_fingerprint="",
+            batch_size=config.batch_size,
+            optimizer=opt,
+            row_alignment_bytes=align,
+        )
         check = [0] * world
         for tp in plans:
             for s in tp.shards:
@@ -245,7 +299,10 @@ class GreedyCostPartitioner:
         assert check == used, "partitioner byte accounting diverged from the plan's"
         logger.info(
             "placed %d tables on %d devices: memory max/mean %.2f, cost max/mean %.2f",
-            len(plans), world, _ratio(used), _ratio(cost),
+            len(plans),
+            world,
+            _ratio(used),
+            _ratio(cost),
         )
         return Placement(tables=tuple(plans), devices=device_plans, reasons=reasons)
 

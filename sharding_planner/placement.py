@@ -3,10 +3,10 @@
 Rules, in order (a table's or any of its features' entry in ``sharding_overrides`` wins):
 
 1. One device: table-wise.
-2. A table bigger than ``row_wise_min_share`` of the smaller of the smallest device's memory and
-   the fair share of all tables' bytes per device: row-wise across all devices, or table-row-wise
-   inside one host when there are several hosts (keeps the per-lookup all-to-all inside the
-   host's fast links). Placing such a table whole would leave that device's memory unbalanced.
+2. A table bigger than ``row_wise_min_share`` of the smallest device's memory, or bigger than the
+   mean bytes per device (all tables' bytes / devices): row-wise across all devices, or
+   table-row-wise inside one host when there are several hosts (keeps the per-lookup all-to-all
+   inside the host's fast links). Placed whole, it would unbalance its device's memory.
 3. A table whose lookup cost exceeds ``column_wise_hot_share`` x the mean cost per device, with at
    least ``2 x column_wise_min_cols`` columns: column-wise into ``k`` shards (``k`` <= devices,
    each a multiple of 4 columns, at least ``column_wise_min_cols``), so its work spreads.
@@ -86,20 +86,26 @@ def choose_sharding(
     for n in names:
         if n in pc.sharding_overrides:
             st = pc.sharding_overrides[n]
-            k = _cw_shards(draft, topology.world_size, config) if st is ShardingType.COLUMN_WISE else 1
+            k = (
+                _cw_shards(draft, topology.world_size, config)
+                if st is ShardingType.COLUMN_WISE
+                else 1
+            )
             return st, max(1, k), f"{st.value}: forced by the sharding override for {n!r}"
     if topology.world_size == 1:
         return ShardingType.TABLE_WISE, 1, "table_wise: one device"
     smallest = min(d.memory_bytes for d in topology.devices)
-    limit = pc.row_wise_min_share * min(smallest, mean_bytes)
+    limit = min(pc.row_wise_min_share * smallest, mean_bytes)
     if table_bytes > limit:
         multi_host = len(topology.hosts) > 1
         st = ShardingType.TABLE_ROW_WISE if multi_host else ShardingType.ROW_WISE
         where = "inside one host" if multi_host else "across all devices"
-        basis = (f"the smallest device ({smallest:,} bytes)" if smallest <= mean_bytes
-                 else f"the mean bytes per device ({mean_bytes:,.0f})")
-        return st, 1, (f"{st.value}: {table_bytes:,} bytes > {pc.row_wise_min_share:.0%} of "
-                       f"{basis}, so rows are split {where}")
+        basis = (
+            f"{pc.row_wise_min_share:.0%} of the smallest device ({smallest:,} bytes)"
+            if pc.row_wise_min_share * smallest <= mean_bytes
+            else f"the mean bytes per device ({mean_bytes:,.0f})"
+        )
+        return st, 1, f"{st.value}: {table_bytes:,} bytes > {basis}, so rows are split {where}"
     dim = draft.pruned.table.dim
     if (
         mean_cost_ms > 0
@@ -108,13 +114,21 @@ def choose_sharding(
     ):
         k = _cw_shards(draft, topology.world_size, config, math.ceil(table_cost_ms / mean_cost_ms))
         if k >= 2:
-            return ShardingType.COLUMN_WISE, k, (
-                f"column_wise x{k}: its lookup cost {table_cost_ms:.3g} ms is "
-                f"{table_cost_ms / mean_cost_ms:.1f}x the mean per device ({mean_cost_ms:.3g} ms)")
+            return (
+                ShardingType.COLUMN_WISE,
+                k,
+                (
+                    f"column_wise x{k}: its lookup cost {table_cost_ms:.3g} ms is "
+                    f"{table_cost_ms / mean_cost_ms:.1f}x the mean per device "
+                    f"({mean_cost_ms:.3g} ms)"
+                ),
+            )
     return ShardingType.TABLE_WISE, 1, "table_wise: fits one device and is not a hot spot"
 
 
-def _cw_shards(draft: TableDraft, world: int, config: PlannerConfig, want: int | None = None) -> int:
+def _cw_shards(
+    draft: TableDraft, world: int, config: PlannerConfig, want: int | None = None
+) -> int:
     dim = draft.pruned.table.dim
     k = min(world, max(1, dim // config.placement.column_wise_min_cols))
     if want is not None:

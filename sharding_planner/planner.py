@@ -26,7 +26,7 @@ from adrank.errors import InputError
 from adrank.formats import fingerprint
 from adrank.planfile import validate_plan
 from adrank.types import Precision, ShardPlan, Topology, shard_memory_bytes
-from sharding_planner.allocation import GreedyMarginalAllocator
+from sharding_planner.allocation import LagrangianAllocator
 from sharding_planner.dead_rows import plan_pruning
 from sharding_planner.merging import merge_tables
 from sharding_planner.partitioners import GreedyCostPartitioner
@@ -59,37 +59,66 @@ def validate_planner_config(config: PlannerConfig, inputs: PlanInputs) -> None:
     except InputError as exc:
         problems.append(exc)
     checks = [
-        (config.memory_budget_bytes is None or config.memory_budget_bytes >= 1, "--memory-budget",
-         f"the memory budget must be >= 1 byte, found {config.memory_budget_bytes}"),
-        (0 < config.budget_share <= 1, "budget_share",
-         f"budget_share must be in (0, 1], found {config.budget_share}"),
-        (config.batch_size >= 1, "--batch-size",
-         f"the batch size must be >= 1, found {config.batch_size}"),
-        (config.row_alignment_bytes >= 1, "--row-alignment",
-         f"the row alignment must be >= 1 byte, found {config.row_alignment_bytes}"),
-        (config.allocation.max_rows_per_live_id > 0, "max_rows_per_live_id",
-         f"max_rows_per_live_id must be > 0, found {config.allocation.max_rows_per_live_id}"),
-        (config.allocation.min_hash_size >= 1, "min_hash_size",
-         f"min_hash_size must be >= 1, found {config.allocation.min_hash_size}"),
-        (config.merging.max_collision_increase >= 0, "--merge-max-collision-increase",
-         f"must be >= 0, found {config.merging.max_collision_increase}"),
-        (config.placement.column_wise_min_cols >= 1, "column_wise_min_cols",
-         f"must be >= 1, found {config.placement.column_wise_min_cols}"),
+        (
+            config.memory_budget_bytes is None or config.memory_budget_bytes >= 1,
+            "--memory-budget",
+            f"the memory budget must be >= 1 byte, found {config.memory_budget_bytes}",
+        ),
+        (
+            0 < config.budget_share <= 1,
+            "budget_share",
+            f"budget_share must be in (0, 1], found {config.budget_share}",
+        ),
+        (
+            config.batch_size >= 1,
+            "--batch-size",
+            f"the batch size must be >= 1, found {config.batch_size}",
+        ),
+        (
+            config.row_alignment_bytes >= 1,
+            "--row-alignment",
+            f"the row alignment must be >= 1 byte, found {config.row_alignment_bytes}",
+        ),
+        (
+            config.allocation.max_rows_per_live_id > 0,
+            "max_rows_per_live_id",
+            f"max_rows_per_live_id must be > 0, found {config.allocation.max_rows_per_live_id}",
+        ),
+        (
+            config.allocation.min_hash_size >= 1,
+            "min_hash_size",
+            f"min_hash_size must be >= 1, found {config.allocation.min_hash_size}",
+        ),
+        (
+            config.merging.max_collision_increase >= 0,
+            "--merge-max-collision-increase",
+            f"must be >= 0, found {config.merging.max_collision_increase}",
+        ),
+        (
+            config.placement.column_wise_min_cols >= 1,
+            "column_wise_min_cols",
+            f"must be >= 1, found {config.placement.column_wise_min_cols}",
+        ),
     ]
     for ok, source, msg in checks:
         if not ok:
             problems.append(InputError(msg, source=source))
     for f in inputs.features:
         if f.dim < 1:
-            problems.append(InputError(f"dim must be >= 1, found {f.dim}",
-                                       source=f"{inputs.source}:{f.name}"))
+            problems.append(
+                InputError(f"dim must be >= 1, found {f.dim}", source=f"{inputs.source}:{f.name}")
+            )
     names = {f.name for f in inputs.features}
     tables_and_features = names | {f"t_{n}" for n in names}
     unknown = sorted(set(config.placement.sharding_overrides) - tables_and_features)
     if unknown:
-        problems.append(InputError(
-            f"sharding overrides name unknown tables or features: {unknown}", source="--sharding",
-            hint="use a feature name (or t_<feature>)"))
+        problems.append(
+            InputError(
+                f"sharding overrides name unknown tables or features: {unknown}",
+                source="--sharding",
+                hint="use a feature name (or t_<feature>)",
+            )
+        )
     if problems:
         raise InputError.from_problems(problems)
 
@@ -108,16 +137,22 @@ def plan_fingerprint(
     precision_errors: Mapping[str, Mapping[Precision, float]] | None,
 ) -> str:
     """Hash of everything a plan depends on: the stats or tables, the topology and the config."""
-    return fingerprint({
-        "inputs": inputs.source_fingerprint,
-        "features": {f.name: {"dim": f.dim, "importance": f.importance,
-                              "pooling": f.pooling.value} for f in inputs.features},
-        "topology": topology_to_json(topology),
-        "config": config.to_json(),
-        "precision_errors": None if precision_errors is None else {
-            k: {p.value: e for p, e in v.items()} for k, v in sorted(precision_errors.items())
-        },
-    })
+    return fingerprint(
+        {
+            "inputs": inputs.source_fingerprint,
+            "features": {
+                f.name: {"dim": f.dim, "importance": f.importance, "pooling": f.pooling.value}
+                for f in inputs.features
+            },
+            "topology": topology_to_json(topology),
+            "config": config.to_json(),
+            "precision_errors": None
+            if precision_errors is None
+            else {
+                k: {p.value: e for p, e in v.items()} for k, v in sorted(precision_errors.items())
+            },
+        }
+    )
 
 
 def plan_shards(
@@ -136,7 +171,7 @@ def plan_shards(
         topology: The devices.
         config: Settings (defaults: :class:`PlannerConfig`).
         precision_errors: Measured errors per table or feature, or None.
-        allocator: Hash-size stage (default :class:`GreedyMarginalAllocator`).
+        allocator: Hash-size stage (default :class:`LagrangianAllocator`).
         partitioner: Placement stage (default :class:`GreedyCostPartitioner`).
 
     Returns:
@@ -148,7 +183,7 @@ def plan_shards(
     """
     config = config or PlannerConfig()
     validate_planner_config(config, inputs)
-    allocator = allocator or GreedyMarginalAllocator(config.allocation)
+    allocator = allocator or LagrangianAllocator(config.allocation)
     partitioner = partitioner or GreedyCostPartitioner()
     stage_s: dict[str, float] = {}
     t0 = time.perf_counter()
@@ -163,7 +198,12 @@ def plan_shards(
         for f in inputs.features
     }
     budget = budget_bytes(config, topology)
-    allocation = allocator.allocate(inputs, row_bytes, budget)
+    pruned = (
+        frozenset(f.name for f in inputs.features if f.from_stats)
+        if (config.pruning.enabled)
+        else frozenset()
+    )
+    allocation = allocator.allocate(inputs, row_bytes, budget, pruned)
     t1 = time.perf_counter()
     stage_s["allocation"] = t1 - t0
 
@@ -171,19 +211,20 @@ def plan_shards(
     t2 = time.perf_counter()
     stage_s["merging"] = t2 - t1
 
-    pruned = plan_pruning(merged, inputs, config.pruning)
+    pruned_tables = plan_pruning(merged, inputs, config.pruning)
     t3 = time.perf_counter()
     stage_s["dead_rows"] = t3 - t2
 
     pooling_factor = {f.name: f.pooling_factor for f in inputs.features}
     precisions = tuple(
-        choose_precision(p.table.name, [f.name for f in p.table.features], p.table.dim,
-                         precision_errors, config)
-        for p in pruned
+        choose_precision(
+            p.table.name, [f.name for f in p.table.features], p.table.dim, precision_errors, config
+        )
+        for p in pruned_tables
     )
     drafts = tuple(
         TableDraft(p, prec, sum(pooling_factor[f.name] for f in p.table.features))
-        for p, prec in zip(pruned, precisions, strict=True)
+        for p, prec in zip(pruned_tables, precisions, strict=True)
     )
     t4 = time.perf_counter()
     stage_s["precision"] = t4 - t3
@@ -209,10 +250,22 @@ def plan_shards(
             assert slot.dedicated_keys_file is not None
             sidecars[slot.dedicated_keys_file] = np.sort(np.asarray(d.dedicated_keys, np.int64))
     stage_s["total"] = time.perf_counter() - t0
-    logger.info("planned %d features into %d tables on %d devices in %.2f s",
-                len(inputs.features), len(plan.tables), topology.world_size, stage_s["total"])
+    logger.info(
+        "planned %d features into %d tables on %d devices in %.2f s",
+        len(inputs.features),
+        len(plan.tables),
+        topology.world_size,
+        stage_s["total"],
+    )
     report = PlanReport(
-        inputs=inputs, topology=topology, config=config, allocation=allocation, merges=merged,
-        pruned=pruned, precisions=precisions, placement=placement, stage_s=stage_s,
+        inputs=inputs,
+        topology=topology,
+        config=config,
+        allocation=allocation,
+        merges=merged,
+        pruned=pruned_tables,
+        precisions=precisions,
+        placement=placement,
+        stage_s=stage_s,
     )
     return PlanResult(plan=plan, report=report, sidecars=sidecars)

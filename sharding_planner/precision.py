@@ -38,14 +38,21 @@ def validate_precision_config(config: PlannerConfig) -> None:
     """
     problems = []
     if config.mode is PlanMode.TRAINING and config.effective_default_precision.is_quantized:
-        problems.append(InputError(
-            f"training plans store fp32 or fp16 tables, found default precision "
-            f"{config.effective_default_precision.value}",
-            source="--default-precision", hint="use fp16 or fp32 with --mode training"))
+        problems.append(
+            InputError(
+                f"training plans store fp32 or fp16 tables, found default precision "
+                f"{config.effective_default_precision.value}",
+                source="--default-precision",
+                hint="use fp16 or fp32 with --mode training",
+            )
+        )
     if not config.max_precision_error >= 0:
-        problems.append(InputError(
-            f"the error threshold must be >= 0, found {config.max_precision_error}",
-            source="--max-precision-error"))
+        problems.append(
+            InputError(
+                f"the error threshold must be >= 0, found {config.max_precision_error}",
+                source="--max-precision-error",
+            )
+        )
     if problems:
         raise InputError.from_problems(problems)
 
@@ -81,18 +88,31 @@ def choose_precision(
                 measured[p] = max(measured.get(p, 0.0), e)
         # A precision measured for some features only is not known for the table.
         measured = {p: e for p, e in measured.items() if all(p in errors[f] for f in features)}
-        basis = "measured errors of " + (f"feature {features[0]!r}" if len(features) == 1
-                                         else f"its {len(features)} features (worst per precision)")
+        basis = "measured errors of " + (
+            f"feature {features[0]!r}"
+            if len(features) == 1
+            else f"its {len(features)} features (worst per precision)"
+        )
     if measured is None:
         default = config.effective_default_precision
-        return PrecisionDecision(table, default, None,
-                                 f"default {default.value} (no measured errors for it)")
+        if default not in allowed:  # int4 with an odd dim: the next wider precision
+            wider = min((p for p in allowed if p.bits > default.bits), key=lambda p: p.bits)
+            return PrecisionDecision(
+                table,
+                wider,
+                None,
+                f"{wider.value}: the default {default.value} needs an even dim, found {dim}",
+            )
+        return PrecisionDecision(
+            table, default, None, f"default {default.value} (no measured errors for it)"
+        )
     limit = config.max_precision_error
     for p in allowed:
         err = 0.0 if p is Precision.FP32 else measured.get(p)
         if err is not None and err <= limit:
-            rejected = [f"{q.value} {measured[q]:.2g}" for q in allowed
-                        if q.bits < p.bits and q in measured]
+            rejected = [
+                f"{q.value} {measured[q]:.2g}" for q in allowed if q.bits < p.bits and q in measured
+            ]
             why = f"{p.value}: fewest bits with error <= {limit:g} ({basis}"
             why += f"; rejected {', '.join(rejected)})" if rejected else ")"
             return PrecisionDecision(table, p, err, why)

@@ -48,7 +48,8 @@ def render_markdown(result: PlanResult) -> str:
         f"- devices: {len(plan.devices)} on {len(rep.topology.hosts)} host(s)",
         f"- fingerprint: `{plan.inputs_fingerprint}`",
         f"- planning time: {rep.stage_s.get('total', 0.0):.3f} s ("
-        + ", ".join(f"{k} {v:.3f} s" for k, v in rep.stage_s.items() if k != "total") + ")",
+        + ", ".join(f"{k} {v:.3f} s" for k, v in rep.stage_s.items() if k != "total")
+        + ")",
         "",
     ]
     lines += _devices_section(plan)
@@ -74,16 +75,23 @@ def _devices_section(plan: ShardPlan) -> list[str]:
     on_rank: dict[int, list[str]] = {d.rank: [] for d in plan.devices}
     for t in plan.tables:
         for s in t.shards:
-            label = t.name if t.sharding_type.value == "table_wise" else (
-                f"{t.name}[rows {s.row_offset}:{s.row_offset + s.num_rows}, "
-                f"cols {s.col_offset}:{s.col_offset + s.num_cols}]")
+            label = (
+                t.name
+                if t.sharding_type.value == "table_wise"
+                else (
+                    f"{t.name}[rows {s.row_offset}:{s.row_offset + s.num_rows}, "
+                    f"cols {s.col_offset}:{s.col_offset + s.num_cols}]"
+                )
+            )
             on_rank[s.rank].append(label)
     for d in plan.devices:
         names = on_rank[d.rank]
         shown = ", ".join(names[:8]) + (f" (+{len(names) - 8} more)" if len(names) > 8 else "")
-        lines.append(f"| {d.rank} | {d.host} | {_b(d.used_bytes)} | {_b(d.memory_bytes)} | "
-                     f"{100 * d.used_bytes / d.memory_bytes:.1f}% | {d.est_cost_ms:.4g} | "
-                     f"{shown or '-'} |")
+        lines.append(
+            f"| {d.rank} | {d.host} | {_b(d.used_bytes)} | {_b(d.memory_bytes)} | "
+            f"{100 * d.used_bytes / d.memory_bytes:.1f}% | {d.est_cost_ms:.4g} | "
+            f"{shown or '-'} |"
+        )
     return lines + [""]
 
 
@@ -97,16 +105,18 @@ def _allocation_section(rep: PlanReport) -> list[str]:
         f"({100 * a.used_bytes / max(1, a.budget_bytes):.1f}%); expected traffic-weighted "
         f"collision rate **{100 * a.expected_collision_rate:.2f}%**.",
         "",
-        "| feature | distinct | live | rows | hashed | dedicated | exp. collision | traffic "
-        "share | bytes | capped |",
+        "| feature | distinct | live | hashed | dedicated | stored (exp.) | exp. collision | "
+        "traffic share | bytes | capped |",
         "|---|---:|---:|---:|---:|---:|---:|---:|---:|---|",
     ]
     for d in a.decisions:
         s = specs[d.feature]
         lines.append(
-            f"| {d.feature} | {s.num_ids:,} | {s.live_ids:,} | {d.num_rows:,} | {d.hash_size:,} "
-            f"| {len(d.dedicated_keys):,} | {100 * d.expected_collision_rate:.2f}% | "
-            f"{100 * d.traffic_share:.2f}% | {_b(d.bytes)} | {'yes' if d.capped else 'no'} |")
+            f"| {d.feature} | {s.num_ids:,} | {s.live_ids:,} | {d.hash_size:,} "
+            f"| {len(d.dedicated_keys):,} | {d.expected_stored_rows:,.0f} | "
+            f"{100 * d.expected_collision_rate:.2f}% | {100 * d.traffic_share:.2f}% | "
+            f"{_b(d.memory_bytes)} | {'yes' if d.capped else 'no'} |"
+        )
     return lines + [""]
 
 
@@ -116,8 +126,10 @@ def _merge_section(rep: PlanReport) -> list[str]:
     if not merged:
         return lines + ["No features were merged.", ""]
     for t in merged:
-        lines.append(f"- **{t.name}** ({t.kind.value}, {t.hashed_rows:,} rows): "
-                     f"{', '.join(f.name for f in t.features)}. {t.reason}.")
+        lines.append(
+            f"- **{t.name}** ({t.kind.value}, {t.hashed_rows:,} rows): "
+            f"{', '.join(f.name for f in t.features)}. {t.reason}."
+        )
     return lines + [""]
 
 
@@ -138,9 +150,11 @@ def _pruning_section(plan: ShardPlan, rep: PlanReport) -> list[str]:
         "|---|---:|---:|---:|---:|---:|",
     ]
     for p in pruned:
-        lines.append(f"| {p.table.name} | {p.table.hashed_rows:,} | {p.num_rows:,} | "
-                     f"{p.pruning.expected_pruned_rows:,} | {p.fallback_row} | "
-                     f"{100 * p.pruning.expected_pruned_traffic_share:.2f}% |")
+        lines.append(
+            f"| {p.table.name} | {p.table.hashed_rows:,} | {p.num_rows:,} | "
+            f"{p.pruning.expected_pruned_rows:,} | {p.fallback_row} | "
+            f"{100 * p.pruning.expected_pruned_traffic_share:.2f}% |"
+        )
     return lines + [""]
 
 
@@ -149,7 +163,8 @@ def _tables_section(plan: ShardPlan, rep: PlanReport) -> list[str]:
     lines = [
         "## Tables",
         "",
-        "| table | features | rows | dim | precision | sharding | shards (rank: rows x cols) | why |",
+        "| table | features | rows | dim | precision | sharding | shards (rank: rows x cols) "
+        "| why |",
         "|---|---|---:|---:|---|---|---|---|",
     ]
     for t in plan.tables:
@@ -157,10 +172,13 @@ def _tables_section(plan: ShardPlan, rep: PlanReport) -> list[str]:
         if len(t.shards) > 8:
             shards += f"; (+{len(t.shards) - 8})"
         feats = ", ".join(f.name for f in t.features[:6]) + (
-            f" (+{len(t.features) - 6})" if len(t.features) > 6 else "")
-        lines.append(f"| {t.name} | {feats} | {t.num_rows:,} | {t.dim} | {t.precision.value} | "
-                     f"{t.sharding_type.value} | {shards} | {rep.placement.reasons.get(t.name, '')}"
-                     f"; {prec[t.name].reason} |")
+            f" (+{len(t.features) - 6})" if len(t.features) > 6 else ""
+        )
+        lines.append(
+            f"| {t.name} | {feats} | {t.num_rows:,} | {t.dim} | {t.precision.value} | "
+            f"{t.sharding_type.value} | {shards} | {rep.placement.reasons.get(t.name, '')}"
+            f"; {prec[t.name].reason} |"
+        )
     return lines + [""]
 
 
@@ -216,24 +234,41 @@ def explain_feature(result: PlanResult, feature: str) -> str:
         f"lookups), {len(spec.heavy_hitters)} live heavy hitters known, importance "
         f"{spec.importance:g}",
         f"  rows: {d.num_rows:,} = {d.hash_size:,} hashed + {len(d.dedicated_keys):,} dedicated "
-        f"heavy-hitter rows ({d.row_bytes} B each, {_b(d.bytes)}); expected collision rate "
+        f"heavy-hitter rows; about {d.expected_stored_rows:,.0f} stored "
+        + ("(only rows its live ids hit are kept after pruning; " if d.pruned else "(")
+        + f"{d.row_bytes} B per row, {_b(d.memory_bytes)} charged); expected collision rate "
         f"{100 * d.expected_collision_rate:.2f}% of its lookups. "
-        + ("It is at its cap (rows never exceed its live ids)." if d.capped else
-           "The budget was spent where it removed more collisions per byte."),
+        + (
+            (
+                "It is at its cap ("
+                + ("the hashed range limit" if d.pruned else "rows never exceed its live ids")
+                + ")."
+            )
+            if d.capped
+            else "The budget was spent where it removed more collisions per byte."
+        ),
         f"  table: {table.name!r} ({merged.kind.value}): {merged.reason}; hashed ids "
         f"[{slot.row_offset:,}, {slot.row_offset + slot.hash_size:,}) with seed {slot.seed}"
-        + (f", dedicated rows from {slot.dedicated_row_offset:,}" if slot.num_dedicated_rows
-           else ""),
+        + (
+            f", dedicated rows from {slot.dedicated_row_offset:,}"
+            if slot.num_dedicated_rows
+            else ""
+        ),
         f"  pruning: {pruned.reason}",
         f"  precision: {prec.reason}",
         f"  shards: {table.sharding_type.value} ({rep.placement.reasons.get(table.name, '')}): "
-        + "; ".join(f"rank {s.rank} rows [{s.row_offset:,}, {s.row_offset + s.num_rows:,}) cols "
-                    f"[{s.col_offset}, {s.col_offset + s.num_cols})" for s in table.shards),
+        + "; ".join(
+            f"rank {s.rank} rows [{s.row_offset:,}, {s.row_offset + s.num_rows:,}) cols "
+            f"[{s.col_offset}, {s.col_offset + s.num_cols})"
+            for s in table.shards
+        ),
     ]
     return "\n".join(lines)
 
 
-def write_plan_dir(result: PlanResult, out_dir: str | os.PathLike[str], *, png: bool = True) -> Path:
+def write_plan_dir(
+    result: PlanResult, out_dir: str | os.PathLike[str], *, png: bool = True
+) -> Path:
     """Write plan.json, the dedicated-key sidecars, report.md and report.png into ``out_dir``.
 
     Everything is written into a temporary directory beside ``out_dir`` and renamed into place,

@@ -72,8 +72,9 @@ def parse_size_bytes(text: str | int, *, source: str = "size") -> int:
     else:
         m = _SIZE.match(str(text))
         if not m:
-            raise InputError(f"expected a size like 16GiB, 512MiB or 1024, found {text!r}",
-                             source=source)
+            raise InputError(
+                f"expected a size like 16GiB, 512MiB or 1024, found {text!r}", source=source
+            )
         num, prefix, binary, b = m.groups()
         base = 1000 if (b and not binary and prefix) else 1024
         value = float(num) * base ** _POW[prefix.lower()]
@@ -97,8 +98,9 @@ def parse_bandwidth(text: str | int | float, *, source: str = "bandwidth") -> fl
         s = s[:-2]
     m = _SIZE.match(s)
     if not m:
-        raise InputError(f"expected a bandwidth like 900GB/s or 12.5GB/s, found {text!r}",
-                         source=source)
+        raise InputError(
+            f"expected a bandwidth like 900GB/s or 12.5GB/s, found {text!r}", source=source
+        )
     num, prefix, binary, b = m.groups()
     base = 1000 if (b and not binary and prefix) else 1024
     value = float(num) * base ** _POW[prefix.lower()]
@@ -117,19 +119,30 @@ def uniform_topology(
     """
     problems = []
     if num_devices < 1:
-        problems.append(InputError(f"need at least 1 device, found {num_devices}", source="--devices"))
+        problems.append(
+            InputError(f"need at least 1 device, found {num_devices}", source="--devices")
+        )
     if memory_bytes < 1:
-        problems.append(InputError(f"device memory must be >= 1 byte, found {memory_bytes}",
-                                   source="--device-memory"))
+        problems.append(
+            InputError(
+                f"device memory must be >= 1 byte, found {memory_bytes}", source="--device-memory"
+            )
+        )
     if devices_per_host is not None and devices_per_host < 1:
-        problems.append(InputError(f"devices per host must be >= 1, found {devices_per_host}",
-                                   source="devices_per_host"))
+        problems.append(
+            InputError(
+                f"devices per host must be >= 1, found {devices_per_host}",
+                source="devices_per_host",
+            )
+        )
     if problems:
         raise InputError.from_problems(problems)
     per = devices_per_host or num_devices
     return Topology(
-        devices=tuple(DeviceSpec(rank=r, host=f"host{r // per}", memory_bytes=memory_bytes)
-                      for r in range(num_devices))
+        devices=tuple(
+            DeviceSpec(rank=r, host=f"host{r // per}", memory_bytes=memory_bytes)
+            for r in range(num_devices)
+        )
     )
 
 
@@ -150,8 +163,11 @@ def read_topology(path: str | os.PathLike[str]) -> Topology:
     try:
         doc = json.loads(text) if p.suffix.lower() == ".json" else yaml.safe_load(text)
     except (json.JSONDecodeError, yaml.YAMLError) as exc:
-        raise InputError(f"cannot parse the topology file: {exc}", source=str(p),
-                         hint="see `adrank plan --help` for the topology format") from exc
+        raise InputError(
+            f"cannot parse the topology file: {exc}",
+            source=str(p),
+            hint="see `adrank plan --help` for the topology format",
+        ) from exc
     return topology_from_dict(doc, str(p))
 
 
@@ -163,8 +179,10 @@ def topology_from_dict(doc: Any, source: str) -> Topology:
         problems.append(InputError(msg, source=f"{source}:{where}" if where else source))
 
     if not isinstance(doc, dict):
-        raise InputError(f"expected a mapping with 'hosts' or 'devices', found {type(doc).__name__}",
-                         source=source)
+        raise InputError(
+            f"expected a mapping with 'hosts' or 'devices', found {type(doc).__name__}",
+            source=source,
+        )
     for k in sorted(set(doc) - _TOP_KEYS):
         err(str(k), f"unknown key {k!r}; known: {sorted(_TOP_KEYS)}")
     if ("hosts" in doc) == ("devices" in doc):
@@ -224,17 +242,23 @@ def topology_from_dict(doc: Any, source: str) -> Topology:
                         err(dw, f"expected a mapping, found {d!r}")
                         continue
                     for k in sorted(set(d) - (_DEVICE_KEYS - {"host"})):
-                        err(f"{dw}.{k}", f"unknown key {k!r}; known: memory, memory_bandwidth, "
-                                         "comm_bandwidth")
+                        err(
+                            f"{dw}.{k}",
+                            f"unknown key {k!r}; known: memory, memory_bandwidth, comm_bandwidth",
+                        )
                     mem_v = d.get("memory", h.get("device_memory"))
                     if mem_v is None:
                         err(f"{dw}.memory", "missing (and the host has no device_memory)")
                         continue
-                    devices.append(DeviceSpec(
-                        len(devices), name, size(mem_v, f"{dw}.memory"),
-                        bw(d.get("memory_bandwidth"), f"{dw}.memory_bandwidth") or mem_bw,
-                        bw(d.get("comm_bandwidth"), f"{dw}.comm_bandwidth") or comm_bw,
-                    ))
+                    devices.append(
+                        DeviceSpec(
+                            len(devices),
+                            name,
+                            size(mem_v, f"{dw}.memory"),
+                            bw(d.get("memory_bandwidth"), f"{dw}.memory_bandwidth") or mem_bw,
+                            bw(d.get("comm_bandwidth"), f"{dw}.comm_bandwidth") or comm_bw,
+                        )
+                    )
             else:
                 err(f"{w}.devices", f"expected a device count or a list of devices, found {devs!r}")
     else:
@@ -252,11 +276,15 @@ def topology_from_dict(doc: Any, source: str) -> Topology:
             if "memory" not in d:
                 err(f"{dw}.memory", "missing")
                 continue
-            devices.append(DeviceSpec(
-                len(devices), str(d.get("host", "host0")), size(d["memory"], f"{dw}.memory"),
-                bw(d.get("memory_bandwidth"), f"{dw}.memory_bandwidth"),
-                bw(d.get("comm_bandwidth"), f"{dw}.comm_bandwidth"),
-            ))
+            devices.append(
+                DeviceSpec(
+                    len(devices),
+                    str(d.get("host", "host0")),
+                    size(d["memory"], f"{dw}.memory"),
+                    bw(d.get("memory_bandwidth"), f"{dw}.memory_bandwidth"),
+                    bw(d.get("comm_bandwidth"), f"{dw}.comm_bandwidth"),
+                )
+            )
     inter = bw(doc.get("inter_host_bandwidth"), "inter_host_bandwidth")
     if not devices and not problems:
         err("", "the topology has no devices")
@@ -269,9 +297,13 @@ def topology_to_json(topology: Topology) -> dict[str, Any]:
     """The topology as JSON (for fingerprints and reports)."""
     return {
         "devices": [
-            {"rank": d.rank, "host": d.host, "memory_bytes": d.memory_bytes,
-             "memory_bandwidth_bytes_per_s": d.memory_bandwidth_bytes_per_s,
-             "comm_bandwidth_bytes_per_s": d.comm_bandwidth_bytes_per_s}
+            {
+                "rank": d.rank,
+                "host": d.host,
+                "memory_bytes": d.memory_bytes,
+                "memory_bandwidth_bytes_per_s": d.memory_bandwidth_bytes_per_s,
+                "comm_bandwidth_bytes_per_s": d.comm_bandwidth_bytes_per_s,
+            }
             for d in topology.devices
         ],
         "inter_host_bandwidth_bytes_per_s": topology.inter_host_bandwidth_bytes_per_s,

@@ -459,9 +459,9 @@ class PlacementConfig:
 
     Attributes:
         sharding_overrides: Table or feature name -> sharding type to force.
-        row_wise_min_share: Tables taking more than this share of the smaller of the smallest
-            device's memory and the mean bytes per device are sharded row-wise (table-row-wise
-            when there are several hosts).
+        row_wise_min_share: Tables taking more than this share of the smallest device's memory,
+            or more than the mean bytes per device, are sharded row-wise (table-row-wise when
+            there are several hosts).
         column_wise_hot_share: Tables whose lookup cost exceeds this multiple of the per-device
             mean cost are split column-wise to spread the work.
         column_wise_min_cols: Narrowest column shard.
@@ -751,9 +751,14 @@ class Allocator(Protocol):
     """Chooses hash sizes per feature under a memory budget (swappable stage)."""
 
     def allocate(
-        self, inputs: PlanInputs, row_bytes: Mapping[str, int], budget_bytes: int
+        self,
+        inputs: PlanInputs,
+        row_bytes: Mapping[str, int],
+        budget_bytes: int,
+        pruned: frozenset[str] = frozenset(),
     ) -> Allocation:
-        """Return one decision per feature whose rows fit ``budget_bytes`` in total."""
+        """Return one decision per feature whose bytes fit ``budget_bytes`` in total; features in
+        ``pruned`` are charged only the rows their live ids hit, plus the remap."""
         ...
 
 

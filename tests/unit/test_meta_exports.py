@@ -14,6 +14,8 @@ PUBLIC_MODULES = (
     "adrank.errors",
     "adrank.formats",
     "adrank.hashing",
+    "adrank.idmap",
+    "adrank.planfile",
     "adrank.types",
     "sharding_planner",
     "pruning",

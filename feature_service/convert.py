@@ -1,0 +1,472 @@
+"""Conversion between the gRPC messages of :mod:`feature_service.pb.v1` and the domain types.
+
+Both directions for both ends: the server turns requests into :class:`FeatureRead` values and
+frames into responses; the client turns ids into requests and responses back into
+:class:`FeatureFrame` values. Arrays travel as little-endian byte buffers and validity as
+LSB-first bitmaps (Arrow's layout), so each column costs a copy on the server and a zero-copy
+``np.frombuffer`` view on the client (decoded arrays are read-only).
+
+Also here: the two errors the RPC layer adds to :mod:`adrank.errors` (a passed deadline and a refused
+token), since the server raises them and the client maps the status codes back to them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from adrank.errors import EXIT_USAGE, AdrankError, InputError, StoreError
+from feature_service.pb.v1 import feature_store_pb2 as pb
+from feature_service.types import (
+    Dtype,
+    FeatureColumn,
+    FeatureFrame,
+    FeatureRead,
+    FeatureSpec,
+    RequestFeatures,
+    Shape,
+)
+
+__all__ = [
+    "DeadlineExceededError",
+    "UnauthenticatedError",
+    "ReadTime",
+    "EntityIdsLike",
+    "ids_to_proto",
+    "ids_from_proto",
+    "read_time_to_proto",
+    "read_time_from_proto",
+    "features_request",
+    "request_features_request",
+    "read_from_proto",
+    "request_reads_from_proto",
+    "frame_to_proto",
+    "frame_from_proto",
+    "features_response",
+    "request_features_response",
+    "request_features_from_proto",
+]
+
+EntityIdsLike = Sequence[int] | Sequence[str] | np.ndarray
+"""Raw entity ids as callers pass them: ints (or an integer array) or strings."""
+
+
+class DeadlineExceededError(StoreError):
+    """The call's deadline passed before the server answered (retry with a longer deadline)."""
+
+    grpc_code_name = "DEADLINE_EXCEEDED"
+
+
+class UnauthenticatedError(AdrankError):
+    """The server refused the call's credentials (missing or wrong token)."""
+
+    grpc_code_name = "UNAUTHENTICATED"
+    exit_code = EXIT_USAGE
+
+
+@dataclass(frozen=True, slots=True)
+class ReadTime:
+    """When a read looks at the store.
+
+    Args:
+        as_of_us: Point-in-time read at this time (microseconds); None reads the newest versions.
+        now_us: For newest-version reads, apply the group's TTL relative to this time
+            (microseconds); None leaves the choice to the server.
+    """
+
+    as_of_us: int | None = None
+    now_us: int | None = None
+
+
+_DTYPE_TO_PB = {
+    Dtype.INT64: pb.DTYPE_INT64,
+    Dtype.FLOAT32: pb.DTYPE_FLOAT32,
+    Dtype.FLOAT64: pb.DTYPE_FLOAT64,
+    Dtype.STRING: pb.DTYPE_STRING,
+    Dtype.BOOL: pb.DTYPE_BOOL,
+}
+_DTYPE_FROM_PB = {v: k for k, v in _DTYPE_TO_PB.items()}
+_SHAPE_TO_PB = {
+    Shape.SCALAR: pb.SHAPE_SCALAR,
+    Shape.VECTOR: pb.SHAPE_VECTOR,
+    Shape.LIST: pb.SHAPE_LIST,
+}
+_SHAPE_FROM_PB = {v: k for k, v in _SHAPE_TO_PB.items()}
+_I8 = np.dtype("<i8")
+
+
+# ---------------------------------------------------------------------- requests (client side)
+
+
+def ids_to_proto(ids: EntityIdsLike, out: pb.EntityIds, field: str = "ids") -> None:
+    """Fill ``out`` with raw entity ids.
+
+    Args:
+        ids: Integer ids (a sequence or an integer array) or string ids.
+        out: The message to fill (a field of a request).
+        field: Request field name, for errors.
+
+    Raises:
+        InputError: Ids that are neither all integers nor all strings, or out of the int64 range.
+    """
+    arr = np.asarray(ids)
+    if arr.ndim != 1:
+        raise InputError(
+            f"entity ids must be a one-dimensional sequence, found shape {arr.shape}", source=field
+        )
+    kind = arr.dtype.kind
+    if arr.shape[0] == 0:
+        return
+    if kind == "i":
+        out.int_ids.extend(arr.tolist())
+    elif kind == "u":
+        if int(arr.max()) > np.iinfo(np.int64).max:
+            raise InputError("entity ids exceed the int64 range", source=field)
+        out.int_ids.extend(arr.tolist())
+    elif kind == "U" or (kind == "O" and all(isinstance(x, str) for x in arr.tolist())):
+        out.string_ids.extend(arr.tolist())
+    else:
+        raise InputError(
+            f"entity ids must be all integers or all strings, found {arr.dtype} values",
+            source=field,
+            hint="pass ints (np.int64) for groups with integer ids, str for string ids",
+        )
+
+
+def read_time_to_proto(time: ReadTime, out: pb.ReadTime) -> None:
+    """Fill ``out`` from ``time`` (unset fields stay absent)."""
+    if time.as_of_us is not None:
+        out.as_of_us = int(time.as_of_us)
+    if time.now_us is not None:
+        out.now_us = int(time.now_us)
+
+
+def features_request(
+    group: str,
+    ids: EntityIdsLike,
+    features: Sequence[str] | None = None,
+    time: ReadTime | None = None,
+) -> pb.GetFeaturesRequest:
+    """Build a GetFeatures request.
+
+    Args:
+        group: Feature group.
+        ids: Raw entity ids.
+        features: Features to return (None or empty: all).
+        time: When to read (default: newest versions).
+
+    Raises:
+        InputError: Bad ids.
+    """
+    req = pb.GetFeaturesRequest(group=group, features=_names(features))
+    ids_to_proto(ids, req.ids)
+    if time is not None:
+        read_time_to_proto(time, req.time)
+    return req
+
+
+def request_features_request(
+    *,
+    user_group: str,
+    user_id: int | str,
+    candidate_group: str,
+    candidate_ids: EntityIdsLike,
+    user_features: Sequence[str] | None = None,
+    candidate_features: Sequence[str] | None = None,
+    time: ReadTime | None = None,
+) -> pb.GetRequestFeaturesRequest:
+    """Build a GetRequestFeatures request (one user and its candidates).
+
+    Raises:
+        InputError: Bad ids.
+    """
+    req = pb.GetRequestFeaturesRequest(
+        user_group=user_group,
+        user_features=_names(user_features),
+        candidate_group=candidate_group,
+        candidate_features=_names(candidate_features),
+    )
+    ids_to_proto([user_id], req.user_id, "user_id")  # type: ignore[list-item]
+    ids_to_proto(candidate_ids, req.candidate_ids, "candidate_ids")
+    if time is not None:
+        read_time_to_proto(time, req.time)
+    return req
+
+
+def _names(features: Sequence[str] | None) -> list[str]:
+    if features is None:
+        return []
+    return [features] if isinstance(features, str) else list(features)
+
+
+# ---------------------------------------------------------------------- requests (server side)
+
+
+def ids_from_proto(msg: pb.EntityIds, field: str) -> np.ndarray | list[str]:
+    """Raw entity ids of a request: an int64 array, or a list of strings.
+
+    Args:
+        msg: The ids message.
+        field: Request field name, for errors.
+
+    Raises:
+        InputError: Both int and string ids set, or an empty string id.
+    """
+    n_int, n_str = len(msg.int_ids), len(msg.string_ids)
+    if n_int and n_str:
+        raise InputError(
+            f"entity ids must be int_ids or string_ids, not both (found {n_int} int and {n_str} "
+            "string ids)",
+            source=field,
+            hint="send int_ids for groups with integer ids, string_ids for string ids",
+        )
+    if n_str:
+        ids = list(msg.string_ids)
+        empty = [i for i, s in enumerate(ids) if not s]
+        if empty:
+            raise InputError(
+                f"{len(empty)} string ids are empty (positions {empty[:10]})",
+                source=field,
+                hint="drop the empty ids; an entity id must be a non-empty string",
+            )
+        return ids
+    return np.array(msg.int_ids, dtype=np.int64)
+
+
+def read_time_from_proto(msg: pb.ReadTime) -> ReadTime:
+    """The read time of a request (absent fields are None)."""
+    return ReadTime(
+        msg.as_of_us if msg.HasField("as_of_us") else None,
+        msg.now_us if msg.HasField("now_us") else None,
+    )
+
+
+def read_from_proto(req: pb.GetFeaturesRequest) -> tuple[FeatureRead, ReadTime]:
+    """The read a GetFeatures request asks for.
+
+    Raises:
+        InputError: Every problem of the request (missing group, bad ids, duplicate features).
+    """
+    problems: list[InputError] = []
+    read = _read(req.group, req.ids, req.features, "group", "ids", "features", problems)
+    if problems:
+        raise InputError.from_problems(problems)
+    assert read is not None
+    return read, read_time_from_proto(req.time)
+
+
+def request_reads_from_proto(
+    req: pb.GetRequestFeaturesRequest,
+) -> tuple[FeatureRead, FeatureRead, ReadTime]:
+    """The user read and the candidate read a GetRequestFeatures request asks for.
+
+    Raises:
+        InputError: Every problem of the request (missing groups, not exactly one user id, bad ids,
+            duplicate features).
+    """
+    problems: list[InputError] = []
+    user = _read(
+        req.user_group,
+        req.user_id,
+        req.user_features,
+        "user_group",
+        "user_id",
+        "user_features",
+        problems,
+    )
+    if user is not None and len(user.entity_ids) != 1:
+        problems.append(
+            InputError(
+                f"a request has exactly one user id, found {len(user.entity_ids)}",
+                source="user_id",
+                hint="send the candidates' ids in candidate_ids, or use GetFeatures for many users",
+            )
+        )
+    cands = _read(
+        req.candidate_group,
+        req.candidate_ids,
+        req.candidate_features,
+        "candidate_group",
+        "candidate_ids",
+        "candidate_features",
+        problems,
+    )
+    if problems:
+        raise InputError.from_problems(problems)
+    assert user is not None and cands is not None
+    return user, cands, read_time_from_proto(req.time)
+
+
+def _read(
+    group: str,
+    ids: pb.EntityIds,
+    features: Sequence[str],
+    group_field: str,
+    ids_field: str,
+    features_field: str,
+    problems: list[InputError],
+) -> FeatureRead | None:
+    if not group:
+        problems.append(
+            InputError(f"{group_field} is empty; name a feature group", source=group_field)
+        )
+    feats = list(features)
+    seen: set[str] = set()
+    dups: set[str] = set()
+    for f in feats:
+        (dups if f in seen else seen).add(f)
+    if dups:
+        problems.append(
+            InputError(
+                f"features {sorted(dups)} are requested more than once",
+                source=features_field,
+                hint="list each feature once",
+            )
+        )
+    try:
+        raw = ids_from_proto(ids, ids_field)
+    except InputError as exc:
+        problems.append(exc)
+        return None
+    return FeatureRead(group, raw, feats or None)
+
+
+# ---------------------------------------------------------------------- responses (server side)
+
+
+def frame_to_proto(frame: FeatureFrame, out: pb.Frame) -> None:
+    """Fill ``out`` with ``frame``'s columns as little-endian buffers and bitmaps."""
+    out.group = frame.group
+    out.num_rows = len(frame)
+    out.entity_keys = _le_bytes(frame.entity_keys, _I8)
+    out.found = _bitmap(frame.found)
+    out.event_us = _le_bytes(frame.event_us, _I8)
+    out.created_us = _le_bytes(frame.created_us, _I8)
+    add = out.columns.add
+    for name, col in frame.columns.items():
+        spec = col.spec
+        add(
+            name=name,
+            dtype=_DTYPE_TO_PB[spec.dtype],
+            shape=_SHAPE_TO_PB[spec.shape],
+            dim=spec.dim,
+            values=_le_bytes(col.values, spec.dtype.numpy),
+            offsets=b"" if col.offsets is None else _le_bytes(col.offsets, _I8),
+            valid=_bitmap(col.valid),
+        )
+
+
+def features_response(frame: FeatureFrame) -> pb.GetFeaturesResponse:
+    """The GetFeatures response for ``frame``."""
+    resp = pb.GetFeaturesResponse()
+    frame_to_proto(frame, resp.frame)
+    return resp
+
+
+def request_features_response(features: RequestFeatures) -> pb.GetRequestFeaturesResponse:
+    """The GetRequestFeatures response for a request's user and candidate frames."""
+    resp = pb.GetRequestFeaturesResponse()
+    frame_to_proto(features.user, resp.user)
+    frame_to_proto(features.candidates, resp.candidates)
+    return resp
+
+
+def _le_bytes(a: np.ndarray, dtype: np.dtype[Any]) -> bytes:
+    return np.ascontiguousarray(a, dtype=dtype).tobytes()
+
+
+def _bitmap(mask: np.ndarray) -> bytes:
+    return np.packbits(mask, bitorder="little").tobytes()
+
+
+# ---------------------------------------------------------------------- responses (client side)
+
+
+def frame_from_proto(msg: pb.Frame, source: str = "response") -> FeatureFrame:
+    """Decode a frame; arrays are read-only views of the message's bytes (no copy).
+
+    Args:
+        msg: The frame message.
+        source: Where it came from (server address and method), for errors.
+
+    Raises:
+        StoreError: The frame is malformed (lengths that do not match, unknown enum values): a
+            server of another version, or a bug.
+    """
+    n = int(msg.num_rows)
+    where = f"{source} frame {msg.group!r}"
+    keys = _array(msg.entity_keys, _I8, n, where, "entity_keys")
+    found = _unbitmap(msg.found, n, where, "found")
+    event_us = _array(msg.event_us, _I8, n, where, "event_us")
+    created_us = _array(msg.created_us, _I8, n, where, "created_us")
+    columns: dict[str, FeatureColumn] = {}
+    for c in msg.columns:
+        columns[c.name] = _column(c, n, where)
+    return FeatureFrame(msg.group, keys, found, event_us, created_us, columns)
+
+
+def request_features_from_proto(
+    msg: pb.GetRequestFeaturesResponse, source: str = "response"
+) -> RequestFeatures:
+    """Decode a GetRequestFeatures response.
+
+    Raises:
+        StoreError: A malformed frame (see :func:`frame_from_proto`).
+    """
+    user = frame_from_proto(msg.user, source)
+    if len(user) != 1:
+        raise StoreError(
+            f"malformed response: the user frame has {len(user)} rows, expected 1", source=source
+        )
+    return RequestFeatures(user, frame_from_proto(msg.candidates, source))
+
+
+def _malformed(where: str, what: str) -> StoreError:
+    return StoreError(
+        f"malformed response from the feature server: {what}",
+        source=where,
+        hint="use a client and server of the same adrank version",
+    )
+
+
+def _array(buf: bytes, dtype: np.dtype[Any], count: int, where: str, field: str) -> np.ndarray:
+    if len(buf) != count * dtype.itemsize:
+        raise _malformed(
+            where, f"{field} holds {len(buf)} bytes, expected {count} x {dtype.itemsize}"
+        )
+    return np.frombuffer(buf, dtype=dtype)
+
+
+def _unbitmap(buf: bytes, n: int, where: str, field: str) -> np.ndarray:
+    if len(buf) != (n + 7) // 8:
+        raise _malformed(where, f"{field} bitmap holds {len(buf)} bytes for {n} rows")
+    bits = np.unpackbits(np.frombuffer(buf, dtype=np.uint8), count=n, bitorder="little")
+    return bits.view(np.bool_)
+
+
+def _column(c: pb.Column, n: int, where: str) -> FeatureColumn:
+    dtype = _DTYPE_FROM_PB.get(c.dtype)
+    shape = _SHAPE_FROM_PB.get(c.shape)
+    cwhere = f"{where} column {c.name!r}"
+    if dtype is None or shape is None:
+        raise _malformed(cwhere, f"unknown dtype {c.dtype} or shape {c.shape}")
+    spec = FeatureSpec(c.name, dtype, shape, int(c.dim))
+    valid = _unbitmap(c.valid, n, cwhere, "valid")
+    np_dtype = dtype.numpy
+    if spec.fixed_width:
+        per_row = spec.dim if shape is Shape.VECTOR else 1
+        values = _array(c.values, np_dtype, n * per_row, cwhere, "values")
+        if shape is Shape.VECTOR:
+            values = values.reshape(n, spec.dim)
+        return FeatureColumn(spec, values, valid)
+    offsets = _array(c.offsets, _I8, n + 1, cwhere, "offsets")
+    if len(c.values) % np_dtype.itemsize:
+        raise _malformed(cwhere, f"values hold {len(c.values)} bytes, not whole {np_dtype} items")
+    values = np.frombuffer(c.values, dtype=np_dtype)
+    if offsets[0] != 0 or offsets[-1] != values.shape[0] or (np.diff(offsets) < 0).any():
+        raise _malformed(cwhere, f"offsets do not slice {values.shape[0]} values")
+    return FeatureColumn(spec, values, valid, offsets)
+
