@@ -28,7 +28,7 @@ from sharding_planner.types import (
     PruningConfig,
 )
 
-__all__ = ["dead_rows_variance", "expected_dead_rows", "plan_pruning"]
+__all__ = ["dead_rows_variance", "expected_dead_rows", "plan_pruning", "prunable_features"]
 
 logger = logging.getLogger(__name__)
 
@@ -51,6 +51,28 @@ def expected_dead_rows(hash_size: int, live_ids: int) -> float:
     if live_ids <= 0:
         return float(hash_size)
     return hash_size * math.exp(live_ids * math.log1p(-1.0 / hash_size)) if hash_size > 1 else 0.0
+
+
+def prunable_features(inputs: PlanInputs, config: PruningConfig) -> frozenset[str]:
+    """Features whose tables may be pruned: measured (from stats) and with little dead traffic.
+
+    The allocator sizes these features' hashed ranges for the rows their live ids hit, so the
+    same predicate must decide here and in :func:`plan_pruning`.
+
+    Args:
+        inputs: Planner features.
+        config: Pruning settings.
+
+    Returns:
+        Names of the prunable features.
+    """
+    if not config.enabled or inputs.recent_window_s is None:
+        return frozenset()
+    return frozenset(
+        f.name
+        for f in inputs.features
+        if f.from_stats and f.dead_traffic_share <= config.max_pruned_traffic_share
+    )
 
 
 def plan_pruning(
@@ -91,6 +113,19 @@ def _plan_table(
         return keep("pruning disabled")
     if inputs.recent_window_s is None:
         return keep("no recency information (stats without timestamps, or a tables file)")
+    busy_dead = [
+        specs[f.name]
+        for f in t.features
+        if specs[f.name].dead_traffic_share > config.max_pruned_traffic_share
+    ]
+    if busy_dead:
+        worst = max(busy_dead, key=lambda s: s.dead_traffic_share)
+        return keep(
+            f"ids of {worst.name} unseen in the last {inputs.recent_window_s:,} s carried "
+            f"~{worst.dead_traffic_share:.0%} of its lookups (max "
+            f"{config.max_pruned_traffic_share:.0%}): they are not dead yet; a longer stats "
+            "--recent-window or more logs would tell"
+        )
     # Per hashed range: expected dead rows and the chance a dead id lands on a dead row.
     dead_by_feature: dict[str, float] = {}
     variance = 0.0

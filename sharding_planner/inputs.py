@@ -91,6 +91,10 @@ def features_from_stats(
             hint="run `adrank stats` on logs with sparse (id) columns",
         )
     window = report.config.recent_window_s
+    # Request-structured logs put features in tables of different row counts (impressions vs
+    # requests): express every pooling factor per row of the largest table, so that pooling
+    # factors (and the traffic shares derived from them) are proportional to total lookups.
+    reference_rows = max((fs.rows for fs in report.features.values()), default=0)
     feats = []
     for name in sorted(names):
         fs = report.features[name]
@@ -110,7 +114,7 @@ def features_from_stats(
                 name=name,
                 dim=(dim_overrides or {}).get(name, default_dim),
                 pooling=PoolingType.SUM,
-                pooling_factor=fs.total_ids / fs.rows if fs.rows else 0.0,
+                pooling_factor=fs.total_ids / reference_rows if reference_rows else 0.0,
                 num_ids=distinct,
                 live_ids=live,
                 heavy_hitters=heavy,

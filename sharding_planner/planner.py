@@ -16,6 +16,7 @@ errors file names the table itself.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import time
 from collections.abc import Mapping
@@ -27,7 +28,7 @@ from adrank.formats import fingerprint
 from adrank.planfile import validate_plan
 from adrank.types import Precision, ShardPlan, Topology, shard_memory_bytes
 from sharding_planner.allocation import LagrangianAllocator
-from sharding_planner.dead_rows import plan_pruning
+from sharding_planner.dead_rows import plan_pruning, prunable_features
 from sharding_planner.merging import merge_tables
 from sharding_planner.partitioners import GreedyCostPartitioner
 from sharding_planner.precision import choose_precision, validate_precision_config
@@ -198,10 +199,17 @@ def plan_shards(
         for f in inputs.features
     }
     budget = budget_bytes(config, topology)
-    pruned = (
-        frozenset(f.name for f in inputs.features if f.from_stats)
-        if (config.pruning.enabled)
-        else frozenset()
+    pruned = prunable_features(inputs, config.pruning)
+    # An id unseen in the recent window is dead only if its rows are pruned; otherwise it keeps
+    # being looked up, so every distinct id of an unpruned feature is live for sizing.
+    inputs = dataclasses.replace(
+        inputs,
+        features=tuple(
+            f
+            if f.name in pruned or f.live_ids >= f.num_ids
+            else dataclasses.replace(f, live_ids=f.num_ids)
+            for f in inputs.features
+        ),
     )
     allocation = allocator.allocate(inputs, row_bytes, budget, pruned)
     t1 = time.perf_counter()

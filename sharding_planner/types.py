@@ -445,12 +445,17 @@ class PruningConfig:
         min_count: Rows hit fewer times than this are dead too (0: recency only).
         min_pruned_share: Prune a table only when at least this share of its rows is expected dead.
         fallback_row: Keep one fallback row that pruned ids read (else they contribute nothing).
+        max_pruned_traffic_share: Prune a feature only when the ids it would drop (unseen in the
+            stats' recent window) carried at most this share of its lookups in the logs. Above
+            it, "unseen recently" is not "dead" (a recent window too short for how sparse the
+            logs are): pruning would send that traffic to the fallback row.
     """
 
     enabled: bool = True
     min_count: int = 0
     min_pruned_share: float = 0.05
     fallback_row: bool = True
+    max_pruned_traffic_share: float = 0.05
 
 
 @dataclasses.dataclass(frozen=True, slots=True)

@@ -35,6 +35,7 @@ def _spec(
     pf: float = 1.0,
     heavy: int = 0,
     stats: bool = True,
+    dead_traffic: float = 0.04,
 ) -> FeatureSpec:
     return FeatureSpec(
         name=name,
@@ -44,7 +45,7 @@ def _spec(
         num_ids=num_ids or live,
         live_ids=live,
         heavy_hitters=tuple((1000 + k, 0.3 / (k + 2)) for k in range(min(heavy, live))),
-        dead_traffic_share=0.1 if (num_ids or live) > live else 0.0,
+        dead_traffic_share=dead_traffic if (num_ids or live) > live else 0.0,
         from_stats=stats,
     )
 
@@ -233,3 +234,17 @@ def test_config_is_not_mutated() -> None:
     before = dataclasses.asdict(cfg)
     plan_shards(_inputs(_spec("a", 10)), uniform_topology(1, 1 << 20), cfg)
     assert dataclasses.asdict(cfg) == before
+
+
+def test_unseen_ids_with_traffic_are_not_pruned_and_get_rows() -> None:
+    # 4,000 of 5,000 ids were unseen in the recent window but carried half the lookups: the
+    # planner must neither prune them nor size the feature for the 1,000 recent ids only.
+    busy = _spec("a", 1_000, num_ids=5_000, dead_traffic=0.5)
+    quiet = _spec("b", 1_000, num_ids=5_000, dead_traffic=0.01)
+    topo = uniform_topology(1, 1 << 30)
+    result = plan_shards(_inputs(busy, quiet), topo, PlannerConfig(memory_budget_bytes=1 << 28))
+    a_table, a_slot = result.plan.table_of_feature("a")
+    b_table, _ = result.plan.table_of_feature("b")
+    assert a_table.fallback_row is None and a_table.remap_file is None
+    assert a_slot.hash_size + a_slot.num_dedicated_rows > 1_000  # sized for all 5,000 ids
+    assert b_table.fallback_row is not None  # the quiet one is pruned as planned

@@ -9,7 +9,12 @@ import pytest
 from adrank.errors import InputError
 from adrank.types import PlanMode, PoolingType, Precision, PruningAction
 from sharding_planner.collision import shared_row_probability
-from sharding_planner.dead_rows import dead_rows_variance, expected_dead_rows, plan_pruning
+from sharding_planner.dead_rows import (
+    dead_rows_variance,
+    expected_dead_rows,
+    plan_pruning,
+    prunable_features,
+)
 from sharding_planner.merging import feature_seed, merge_tables
 from sharding_planner.precision import choose_precision, validate_precision_config
 from sharding_planner.types import (
@@ -122,7 +127,7 @@ def test_expected_dead_rows_formula() -> None:
 
 
 def test_pruning_plans_kept_rows_and_fallback() -> None:
-    inputs, alloc = _setup([_spec("a", 1_000, num_ids=5_000, dead_traffic=0.2)], [4_000])
+    inputs, alloc = _setup([_spec("a", 1_000, num_ids=5_000, dead_traffic=0.04)], [4_000])
     tables = merge_tables(inputs, alloc, {"a": Precision.FP16}, MergeConfig())
     (p,) = plan_pruning(tables, inputs, PruningConfig())
     dead = expected_dead_rows(4_000, 999)
@@ -131,7 +136,20 @@ def test_pruning_plans_kept_rows_and_fallback() -> None:
     assert p.pruning.expected_pruned_rows == planned
     assert p.num_rows == 4_001 - planned + 1 and p.fallback_row == p.num_rows - 1
     assert p.pruning.unseen_window_s == 86_400
-    assert 0 < p.pruning.expected_pruned_traffic_share < 0.2
+    assert 0 < p.pruning.expected_pruned_traffic_share < 0.04
+
+
+def test_pruning_refused_when_unseen_ids_still_carry_traffic() -> None:
+    # Half the lookups went to ids unseen in the recent window: they are not dead, and pruning
+    # them would send that traffic to the fallback row.
+    inputs, alloc = _setup([_spec("a", 1_000, num_ids=5_000, dead_traffic=0.5)], [4_000])
+    tables = merge_tables(inputs, alloc, {"a": Precision.FP16}, MergeConfig())
+    (p,) = plan_pruning(tables, inputs, PruningConfig(max_pruned_traffic_share=0.05))
+    assert p.pruning.action is not PruningAction.DROP_DEAD
+    assert p.fallback_row is None and p.num_rows == p.table.hashed_rows
+    assert "a" in p.reason and "50%" in p.reason
+    assert prunable_features(inputs, PruningConfig(max_pruned_traffic_share=0.05)) == frozenset()
+    assert prunable_features(inputs, PruningConfig(max_pruned_traffic_share=0.6)) == {"a"}
 
 
 def test_no_pruning_without_recency_or_when_disabled() -> None:
