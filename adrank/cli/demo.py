@@ -1,7 +1,7 @@
 """``adrank demo``: the main job on built-in synthetic data.
 
-Today the pipeline is synth -> stats; each later stage (plan, prune, ingest, train, serve, replay)
-joins it as it lands, so ``make demo`` always shows everything adrank can do end to end.
+Today the pipeline is synth -> stats -> plan; each later stage (prune, ingest, train, serve,
+replay) joins it as it lands, so ``make demo`` always shows everything adrank can do end to end.
 """
 
 from __future__ import annotations
@@ -24,7 +24,8 @@ def register(subparsers: Any) -> argparse.ArgumentParser:
         help="run the whole pipeline on built-in synthetic data and print a summary",
         description=(
             "Generate synthetic request-structured click logs (adrank synth), compute per-feature "
-            "statistics over them (adrank stats) and print a summary. Outputs go under --out, "
+            "statistics over them (adrank stats), plan embedding tables across devices from those "
+            "statistics (adrank plan) and print a summary. Outputs go under --out, "
             "which the demo owns: it is regenerated on every run."
         ),
     )
@@ -43,19 +44,53 @@ def register(subparsers: Any) -> argparse.ArgumentParser:
         help=f"impression rows to synthesize (default {_DEFAULT_ROWS:,})",
     )
     p.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
+    p.add_argument(
+        "--devices",
+        type=int,
+        default=2,
+        metavar="N",
+        help="devices to plan the embedding tables across (default 2)",
+    )
+    p.add_argument(
+        "--device-memory",
+        default="256MiB",
+        metavar="SIZE",
+        help="memory per device for the plan (default 256MiB)",
+    )
+    p.add_argument(
+        "--memory-budget",
+        default="32MiB",
+        metavar="SIZE",
+        help="total embedding memory the plan may use (default 64MiB)",
+    )
     return p
 
 
 def run(args: argparse.Namespace) -> int:
-    """Run synth -> stats and print what each stage produced."""
+    """Run synth -> stats -> plan and print what each stage produced."""
     from adrank.cli._progress import progress_bar
+    from adrank.cli.plan import print_plan_summary
     from adrank.cli.stats import print_stats_table
     from adrank.data import SynthConfig, synthesize
     from adrank.errors import InputError
-    from sharding_planner import StatsConfig, compute_stats, write_stats
+    from sharding_planner import (
+        PlannerConfig,
+        StatsConfig,
+        compute_stats,
+        load_plan_inputs,
+        plan_shards,
+        uniform_topology,
+        write_plan_dir,
+        write_stats,
+    )
+    from sharding_planner.topology import parse_size_bytes
 
     if args.rows < 1_000:
         raise InputError(f"--rows must be at least 1000, got {args.rows}", source="--rows")
+    topology = uniform_topology(
+        args.devices, parse_size_bytes(args.device_memory, source="--device-memory")
+    )
+    budget_bytes = parse_size_bytes(args.memory_budget, source="--memory-budget")
     out = Path(args.out)
     marker = out / ".adrank-demo"
     if out.exists() and any(out.iterdir()) and not marker.exists():
@@ -68,7 +103,7 @@ def run(args: argparse.Namespace) -> int:
     marker.touch()
     t0 = time.perf_counter()
 
-    print(f"[1/2] synth: {args.rows:,} impression rows (seed {args.seed}) -> {out / 'logs'}")
+    print(f"[1/3] synth: {args.rows:,} impression rows (seed {args.seed}) -> {out / 'logs'}")
     config = SynthConfig(num_rows=args.rows, seed=args.seed)
     with progress_bar(config.num_rows, "synth", "rows", quiet=args.quiet) as progress:
         synth = synthesize(out / "logs", config, overwrite=True, progress=progress)
@@ -80,7 +115,7 @@ def run(args: argparse.Namespace) -> int:
     )
 
     logs = [out / "logs" / "impressions.parquet", out / "logs" / "requests.parquet"]
-    print(f"[2/2] stats: per-feature statistics over {', '.join(p.name for p in logs)}")
+    print(f"[2/3] stats: per-feature statistics over {', '.join(p.name for p in logs)}")
     with progress_bar(None, "stats", "rows", quiet=args.quiet) as progress:
         report = compute_stats(logs, StatsConfig(), progress=progress)
     stats_path = out / "stats.json"
@@ -95,7 +130,24 @@ def run(args: argparse.Namespace) -> int:
         f"most dead-row candidates: {dead.name} "
         f"({(dead.unseen_recent_share or 0.0):.1%} of its ids unseen in the last day)"
     )
+
     print(
-        f"done in {time.perf_counter() - t0:.1f} s: logs in {out / 'logs'}, stats in {stats_path}"
+        f"[3/3] plan: hash sizes, unified tables, pruning, precision and placement on "
+        f"{args.devices} devices x {args.device_memory}, embedding budget {args.memory_budget}"
+    )
+    inputs = load_plan_inputs(stats_path=stats_path, default_dim=64)
+    result = plan_shards(inputs, topology, PlannerConfig(memory_budget_bytes=budget_bytes))
+    plan_dir = out / "plan"
+    write_plan_dir(result, plan_dir)
+    print_plan_summary(result)
+    for table in result.plan.tables:
+        print(
+            f"      {table.name}: {', '.join(f.name for f in table.features)} -> "
+            f"{table.num_rows:,} rows x {table.dim} {table.precision.value}, "
+            f"{table.sharding_type.value} on ranks {sorted({s.rank for s in table.shards})}"
+        )
+    print(
+        f"done in {time.perf_counter() - t0:.1f} s: logs in {out / 'logs'}, stats in "
+        f"{stats_path}, plan in {plan_dir} (plan.json, report.md, report.png)"
     )
     return 0

@@ -16,7 +16,7 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-__all__ = ["register", "run"]
+__all__ = ["print_plan_summary", "register", "run"]
 
 _PRECISIONS = ("fp32", "fp16", "int8", "int4")
 _SHARDING = ("table_wise", "row_wise", "column_wise", "table_row_wise")
@@ -212,7 +212,6 @@ def run(args: argparse.Namespace) -> int:
         uniform_topology,
         write_plan_dir,
     )
-    from sharding_planner.report import imbalance
     from sharding_planner.topology import parse_size_bytes
 
     problems: list[InputError] = []
@@ -354,6 +353,19 @@ def run(args: argparse.Namespace) -> int:
     result = plan_shards(inputs, topology, config, precision_errors=errors)
     if args.output is not None:
         plan_path = write_plan_dir(result, args.output, png=not args.no_png)
+    print_plan_summary(result)
+    for feature in args.explain:
+        print()
+        print(explain_feature(result, feature))
+    if args.output is not None:
+        print(f"wrote {plan_path} and the report to {args.output}")
+    return 0
+
+
+def print_plan_summary(result: Any) -> None:
+    """Print a PlanResult's devices (memory, cost) and the headline numbers."""
+    from sharding_planner.report import imbalance
+
     plan = result.plan
     print(f"{'rank':>4}  {'host':<10} {'used':>12} {'capacity':>12} {'used%':>6} {'cost ms':>9}")
     for d in plan.devices:
@@ -364,13 +376,7 @@ def run(args: argparse.Namespace) -> int:
     used = [float(d.used_bytes) for d in plan.devices]
     cost = [d.est_cost_ms for d in plan.devices]
     print(
-        f"{len(inputs.features)} features -> {len(plan.tables)} tables; memory imbalance "
-        f"{imbalance(used):.3f}, cost imbalance {imbalance(cost):.3f}; expected collision rate "
-        f"{100 * result.report.allocation.expected_collision_rate:.2f}%"
+        f"{len(result.report.inputs.features)} features -> {len(plan.tables)} tables; memory "
+        f"imbalance {imbalance(used):.3f}, cost imbalance {imbalance(cost):.3f}; expected "
+        f"collision rate {100 * result.report.allocation.expected_collision_rate:.2f}%"
     )
-    for feature in args.explain:
-        print()
-        print(explain_feature(result, feature))
-    if args.output is not None:
-        print(f"wrote {plan_path} and the report to {args.output}")
-    return 0
