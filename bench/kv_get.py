@@ -285,7 +285,12 @@ def _adrank_side(
         ads_only_s = _timed(ads_only, requests)
         qps = _throughput(combined, throughput_requests, int(config["concurrency"]))
         first = combined(requests[0])
-    return {"combined_s": combined_s, "ads_only_s": ads_only_s, "qps_concurrent": qps, "first": first}
+    return {
+        "combined_s": combined_s,
+        "ads_only_s": ads_only_s,
+        "qps_concurrent": qps,
+        "first": first,
+    }
 
 
 # ---------------------------------------------------------------------- the Feast side

@@ -165,21 +165,6 @@ def local_world_size(plan: ShardPlan) -> int:
     return size
 
 
-def _spec_to_shards(ps: ParameterSharding) -> tuple[ShardSpec, ...]:
-    """The non-empty shards of a ParameterSharding as adrank ShardSpecs (sorted)."""
-    spec = ps.sharding_spec
-    if not isinstance(spec, EnumerableShardingSpec):
-        return ()
-    out = []
-    for m in spec.shards:
-        rows, cols = int(m.shard_sizes[0]), int(m.shard_sizes[1])
-        if rows == 0 or cols == 0:
-            continue
-        rank = _placement_rank(m)
-        out.append(ShardSpec(rank, int(m.shard_offsets[0]), rows, int(m.shard_offsets[1]), cols))
-    return tuple(sorted(out, key=_shard_key))
-
-
 def _placement_rank(m: ShardMetadata) -> int:
     """Rank a shard is placed on (-1 when TorchRec left it unplaced)."""
     rank = m.placement.rank() if m.placement is not None else None
@@ -202,7 +187,20 @@ def sharding_spec_placements(ps: ParameterSharding) -> tuple[ShardSpec, ...]:
     Returns:
         Shards sorted by (row offset, column offset, rank); empty for data-parallel.
     """
-    return _spec_to_shards(ps)
+    spec = ps.sharding_spec
+    if not isinstance(spec, EnumerableShardingSpec):
+        return ()
+    out = []
+    for m in spec.shards:
+        rows, cols = int(m.shard_sizes[0]), int(m.shard_sizes[1])
+        if rows == 0 or cols == 0:
+            continue
+        out.append(
+            ShardSpec(
+                _placement_rank(m), int(m.shard_offsets[0]), rows, int(m.shard_offsets[1]), cols
+            )
+        )
+    return tuple(sorted(out, key=_shard_key))
 
 
 def _table_sharding(
@@ -283,7 +281,7 @@ def parameter_shardings(
     problems: list[str] = []
     for t in plan.tables:
         ps = _table_sharding(t, world_size, local_size, device_type, compute_kernel)
-        got = _spec_to_shards(ps)
+        got = sharding_spec_placements(ps)
         want = tuple(sorted(t.shards, key=_shard_key))
         if got != want:
             problems.append(

@@ -107,7 +107,9 @@ class FeatureClient:
         if not target:
             problems.append(InputError("target is empty; pass host:port", source="target"))
         if timeout_s <= 0:
-            problems.append(InputError(f"timeout_s must be > 0, found {timeout_s}", source="timeout_s"))
+            problems.append(
+                InputError(f"timeout_s must be > 0, found {timeout_s}", source="timeout_s")
+            )
         if retries < 0 or backoff_s < 0:
             problems.append(
                 InputError(
@@ -238,9 +240,7 @@ class FeatureClient:
             time=ReadTime(as_of_us, now_us),
         )
         response = self._call("GetRequestFeatures", request, timeout_s)
-        return convert.request_features_from_proto(
-            response, f"{self._target} GetRequestFeatures"
-        )
+        return convert.request_features_from_proto(response, f"{self._target} GetRequestFeatures")
 
     def health(self, service: str = "", *, timeout_s: float | None = None) -> str:
         """The server's health status (``SERVING``, ``NOT_SERVING``, ...) for ``service``.
@@ -263,9 +263,11 @@ class FeatureClient:
             StoreError: Not connected within ``timeout_s`` (default: the client's timeout).
         """
         wait = self._timeout_s if timeout_s is None else timeout_s
+        ready = grpc.channel_ready_future(self._channel)
         try:
-            grpc.channel_ready_future(self._channel).result(timeout=wait)
+            ready.result(timeout=wait)
         except grpc.FutureTimeoutError as exc:
+            ready.cancel()  # stop watching the channel's connectivity
             raise StoreError(
                 f"feature server {self._target} did not come up within {wait:.1f} s",
                 source=self._target,

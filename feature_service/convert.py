@@ -6,15 +6,15 @@ frames into responses; the client turns ids into requests and responses back int
 LSB-first bitmaps (Arrow's layout), so each column costs a copy on the server and a zero-copy
 ``np.frombuffer`` view on the client (decoded arrays are read-only).
 
-Also here: the two errors the RPC layer adds to :mod:`adrank.errors` (a passed deadline and a refused
-token), since the server raises them and the client maps the status codes back to them.
+Also here: the two errors the RPC layer adds to :mod:`adrank.errors` (a passed deadline and a
+refused token), since the server raises them and the client maps the status codes back to them.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 
@@ -112,28 +112,47 @@ def ids_to_proto(ids: EntityIdsLike, out: pb.EntityIds, field: str = "ids") -> N
     Raises:
         InputError: Ids that are neither all integers nor all strings, or out of the int64 range.
     """
-    arr = np.asarray(ids)
+    items = ids if isinstance(ids, np.ndarray) else list(ids)
+    try:
+        arr = np.asarray(items)
+    except ValueError as exc:  # ragged nested sequences
+        raise InputError(
+            "entity ids must be a one-dimensional sequence of ints or strings", source=field
+        ) from exc
     if arr.ndim != 1:
         raise InputError(
             f"entity ids must be a one-dimensional sequence, found shape {arr.shape}", source=field
         )
-    kind = arr.dtype.kind
     if arr.shape[0] == 0:
         return
+    kind = arr.dtype.kind
     if kind == "i":
         out.int_ids.extend(arr.tolist())
-    elif kind == "u":
+        return
+    if kind == "u":
         if int(arr.max()) > np.iinfo(np.int64).max:
             raise InputError("entity ids exceed the int64 range", source=field)
         out.int_ids.extend(arr.tolist())
-    elif kind == "U" or (kind == "O" and all(isinstance(x, str) for x in arr.tolist())):
-        out.string_ids.extend(arr.tolist())
+        return
+    values = arr.tolist()
+    # numpy turns [1, "a"] into the strings ["1", "a"]: check the originals of a string array.
+    originals = values if kind == "O" or isinstance(items, np.ndarray) else items
+    if kind in "UO":
+        bad = [x for x in originals if not isinstance(x, str)]
+        if not bad:
+            out.string_ids.extend(values)
+            return
+        ints = [x for x in bad if isinstance(x, int) and not isinstance(x, bool)]
+        if kind == "O" and len(ints) == len(originals):  # Python ints beyond uint64
+            raise InputError("entity ids exceed the int64 range", source=field)
+        found = f"{type(bad[0]).__name__} {bad[0]!r}"
     else:
-        raise InputError(
-            f"entity ids must be all integers or all strings, found {arr.dtype} values",
-            source=field,
-            hint="pass ints (np.int64) for groups with integer ids, str for string ids",
-        )
+        found = f"{arr.dtype} values"
+    raise InputError(
+        f"entity ids must be all integers or all strings, found {found}",
+        source=field,
+        hint="pass ints (np.int64) for groups with integer ids, str for string ids",
+    )
 
 
 def read_time_to_proto(time: ReadTime, out: pb.ReadTime) -> None:
@@ -189,7 +208,7 @@ def request_features_request(
         candidate_group=candidate_group,
         candidate_features=_names(candidate_features),
     )
-    ids_to_proto([user_id], req.user_id, "user_id")  # type: ignore[list-item]
+    ids_to_proto(cast(EntityIdsLike, [user_id]), req.user_id, "user_id")
     ids_to_proto(candidate_ids, req.candidate_ids, "candidate_ids")
     if time is not None:
         read_time_to_proto(time, req.time)
@@ -336,26 +355,62 @@ def _read(
 
 # ---------------------------------------------------------------------- responses (server side)
 
+# Per-call costs matter here (64 columns per ranking request), so the wire form of each spec is
+# cached and the validity bitmaps of all columns are packed and unpacked with one numpy call.
+_CACHE_MAX = 4096
+
+
+class _SpecWire:
+    """A spec's wire enums and numpy dtype, cached by spec identity (the store reuses its specs)."""
+
+    __slots__ = ("spec", "dtype_pb", "shape_pb", "np_dtype")
+
+    def __init__(self, spec: FeatureSpec) -> None:
+        self.spec = spec
+        self.dtype_pb = _DTYPE_TO_PB[spec.dtype]
+        self.shape_pb = _SHAPE_TO_PB[spec.shape]
+        self.np_dtype = spec.dtype.numpy
+
+
+_wire_cache: dict[int, _SpecWire] = {}
+
+
+def _wire(spec: FeatureSpec) -> _SpecWire:
+    w = _wire_cache.get(id(spec))
+    if w is None or w.spec is not spec:  # `is` guards against a recycled id
+        if len(_wire_cache) >= _CACHE_MAX:
+            _wire_cache.clear()
+        w = _wire_cache[id(spec)] = _SpecWire(spec)
+    return w
+
 
 def frame_to_proto(frame: FeatureFrame, out: pb.Frame) -> None:
     """Fill ``out`` with ``frame``'s columns as little-endian buffers and bitmaps."""
+    n = len(frame)
     out.group = frame.group
-    out.num_rows = len(frame)
+    out.num_rows = n
     out.entity_keys = _le_bytes(frame.entity_keys, _I8)
-    out.found = _bitmap(frame.found)
     out.event_us = _le_bytes(frame.event_us, _I8)
     out.created_us = _le_bytes(frame.created_us, _I8)
+    cols = list(frame.columns.items())
+    bitmaps = _bitmaps([frame.found] + [c.valid for _name, c in cols], n)
+    out.found = bitmaps[0]
     add = out.columns.add
-    for name, col in frame.columns.items():
-        spec = col.spec
+    for (name, col), valid in zip(cols, bitmaps[1:], strict=True):
+        w = _wire(col.spec)
+        values, offsets = col.values, col.offsets
+        if offsets is not None and (offsets[0] != 0 or values.shape[0] != offsets[-1]):
+            # A sliced column (e.g. from Arrow) may hold values outside its rows: send only its own.
+            start, stop = int(offsets[0]), int(offsets[-1])
+            values, offsets = values[start:stop], offsets - start
         add(
             name=name,
-            dtype=_DTYPE_TO_PB[spec.dtype],
-            shape=_SHAPE_TO_PB[spec.shape],
-            dim=spec.dim,
-            values=_le_bytes(col.values, spec.dtype.numpy),
-            offsets=b"" if col.offsets is None else _le_bytes(col.offsets, _I8),
-            valid=_bitmap(col.valid),
+            dtype=w.dtype_pb,
+            shape=w.shape_pb,
+            dim=col.spec.dim,
+            values=_le_bytes(values, w.np_dtype),
+            offsets=b"" if offsets is None else _le_bytes(offsets, _I8),
+            valid=valid,
         )
 
 
@@ -378,11 +433,35 @@ def _le_bytes(a: np.ndarray, dtype: np.dtype[Any]) -> bytes:
     return np.ascontiguousarray(a, dtype=dtype).tobytes()
 
 
-def _bitmap(mask: np.ndarray) -> bytes:
-    return np.packbits(mask, bitorder="little").tobytes()
+def _bitmaps(masks: list[np.ndarray], n: int) -> list[bytes]:
+    """LSB-first bitmaps of equally long bool masks, packed in one call."""
+    width = (n + 7) // 8
+    packed = np.packbits(np.stack(masks), axis=1, bitorder="little").tobytes()
+    return [packed[i * width : (i + 1) * width] for i in range(len(masks))]
 
 
 # ---------------------------------------------------------------------- responses (client side)
+
+_spec_cache: dict[tuple[str, int, int, int], tuple[FeatureSpec, np.dtype[Any], int]] = {}
+
+
+def _spec(c: pb.Column, where: str) -> tuple[FeatureSpec, np.dtype[Any], int]:
+    """The column's spec, its numpy dtype and values per row (0: variable width), cached."""
+    key = (c.name, c.dtype, c.shape, c.dim)
+    entry = _spec_cache.get(key)
+    if entry is None:
+        dtype = _DTYPE_FROM_PB.get(c.dtype)
+        shape = _SHAPE_FROM_PB.get(c.shape)
+        if dtype is None or shape is None:
+            raise _malformed(
+                f"{where} column {c.name!r}", f"unknown dtype {c.dtype} or shape {c.shape}"
+            )
+        spec = FeatureSpec(c.name, dtype, shape, int(c.dim))
+        per_row = 0 if not spec.fixed_width else (spec.dim if shape is Shape.VECTOR else 1)
+        if len(_spec_cache) >= _CACHE_MAX:
+            _spec_cache.clear()
+        entry = _spec_cache[key] = (spec, dtype.numpy, per_row)
+    return entry
 
 
 def frame_from_proto(msg: pb.Frame, source: str = "response") -> FeatureFrame:
@@ -399,13 +478,14 @@ def frame_from_proto(msg: pb.Frame, source: str = "response") -> FeatureFrame:
     n = int(msg.num_rows)
     where = f"{source} frame {msg.group!r}"
     keys = _array(msg.entity_keys, _I8, n, where, "entity_keys")
-    found = _unbitmap(msg.found, n, where, "found")
     event_us = _array(msg.event_us, _I8, n, where, "event_us")
     created_us = _array(msg.created_us, _I8, n, where, "created_us")
+    cols = list(msg.columns)
+    masks = _unbitmaps([msg.found] + [c.valid for c in cols], n, where)
     columns: dict[str, FeatureColumn] = {}
-    for c in msg.columns:
-        columns[c.name] = _column(c, n, where)
-    return FeatureFrame(msg.group, keys, found, event_us, created_us, columns)
+    for c, valid in zip(cols, masks[1:], strict=True):
+        columns[c.name] = _column(c, valid, n, where)
+    return FeatureFrame(msg.group, keys, masks[0], event_us, created_us, columns)
 
 
 def request_features_from_proto(
@@ -440,33 +520,37 @@ def _array(buf: bytes, dtype: np.dtype[Any], count: int, where: str, field: str)
     return np.frombuffer(buf, dtype=dtype)
 
 
-def _unbitmap(buf: bytes, n: int, where: str, field: str) -> np.ndarray:
-    if len(buf) != (n + 7) // 8:
-        raise _malformed(where, f"{field} bitmap holds {len(buf)} bytes for {n} rows")
-    bits = np.unpackbits(np.frombuffer(buf, dtype=np.uint8), count=n, bitorder="little")
-    return bits.view(np.bool_)
+def _unbitmaps(bufs: list[bytes], n: int, where: str) -> list[np.ndarray]:
+    """Bool masks of ``n`` rows from LSB-first bitmaps, unpacked in one call."""
+    width = (n + 7) // 8
+    bad = [i for i, b in enumerate(bufs) if len(b) != width]
+    if bad:
+        what = "found" if bad[0] == 0 else f"column {bad[0] - 1} valid"
+        raise _malformed(where, f"{what} bitmap holds {len(bufs[bad[0]])} bytes for {n} rows")
+    packed = np.frombuffer(b"".join(bufs), dtype=np.uint8).reshape(len(bufs), width)
+    bits = np.unpackbits(packed, axis=1, count=n, bitorder="little").view(np.bool_)
+    return list(bits)
 
 
-def _column(c: pb.Column, n: int, where: str) -> FeatureColumn:
-    dtype = _DTYPE_FROM_PB.get(c.dtype)
-    shape = _SHAPE_FROM_PB.get(c.shape)
-    cwhere = f"{where} column {c.name!r}"
-    if dtype is None or shape is None:
-        raise _malformed(cwhere, f"unknown dtype {c.dtype} or shape {c.shape}")
-    spec = FeatureSpec(c.name, dtype, shape, int(c.dim))
-    valid = _unbitmap(c.valid, n, cwhere, "valid")
-    np_dtype = dtype.numpy
-    if spec.fixed_width:
-        per_row = spec.dim if shape is Shape.VECTOR else 1
-        values = _array(c.values, np_dtype, n * per_row, cwhere, "values")
-        if shape is Shape.VECTOR:
-            values = values.reshape(n, spec.dim)
+def _column(c: pb.Column, valid: np.ndarray, n: int, where: str) -> FeatureColumn:
+    spec, np_dtype, per_row = _spec(c, where)
+    values_buf = c.values
+    if per_row:
+        if len(values_buf) != n * per_row * np_dtype.itemsize:
+            raise _malformed(
+                f"{where} column {c.name!r}",
+                f"values hold {len(values_buf)} bytes, expected {n} x {per_row} x "
+                f"{np_dtype.itemsize}",
+            )
+        values = np.frombuffer(values_buf, dtype=np_dtype)
+        if per_row > 1 or spec.shape is Shape.VECTOR:
+            values = values.reshape(n, per_row)
         return FeatureColumn(spec, values, valid)
+    cwhere = f"{where} column {c.name!r}"
     offsets = _array(c.offsets, _I8, n + 1, cwhere, "offsets")
-    if len(c.values) % np_dtype.itemsize:
-        raise _malformed(cwhere, f"values hold {len(c.values)} bytes, not whole {np_dtype} items")
-    values = np.frombuffer(c.values, dtype=np_dtype)
+    if len(values_buf) % np_dtype.itemsize:
+        raise _malformed(cwhere, f"values hold {len(values_buf)} bytes, not whole {np_dtype} items")
+    values = np.frombuffer(values_buf, dtype=np_dtype)
     if offsets[0] != 0 or offsets[-1] != values.shape[0] or (np.diff(offsets) < 0).any():
         raise _malformed(cwhere, f"offsets do not slice {values.shape[0]} values")
     return FeatureColumn(spec, values, valid, offsets)
-

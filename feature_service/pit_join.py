@@ -27,13 +27,15 @@ How it runs (bounded memory, two paths chosen per group):
   with a ParquetWriter to a temporary file renamed into place (:func:`join_to_parquet`), so a
   failure leaves no output and an existing file untouched.
 * Scan path (:mod:`feature_service.pit_versions`): the group's versions are read once with a
-  sequential scan (~0.7 us per version), decoded in bulk into columns and kept in a
-  :class:`VersionCache` for every later batch (and later joins: pass the same cache to the next
-  epoch); an example is matched with a hash lookup and a binary search in a compiled kernel, no
-  sort. Cached groups together stay within ``memory_budget_bytes`` (default 2 GiB); a group that
-  does not fit uses the seek path.
+  sequential scan (~1 us per version: the rocksdict binding builds one ``bytes`` per key and per
+  value, then the codec decodes them in bulk) and kept in a :class:`VersionCache` for every later
+  batch, and for later joins (pass the same cache to the next epoch). An example is matched with a
+  hash lookup and a binary search in a compiled kernel that also copies the version's fixed-width
+  features (one row-major record), so nothing is sorted. Cached groups together stay within
+  ``memory_budget_bytes`` (default 2 GiB); a group that does not fit uses the seek path.
 * Seek path (:mod:`feature_service.pit_seek`): per batch, queries sorted by (entity, time) are read
-  with one iterator and monotone seeks (~6 us each) and restored to input order.
+  with one iterator and monotone seeks (~6-8 us each with the decode) and put back in input
+  order.
 * ``JoinStrategy.AUTO`` scans a group when reading all of its versions is cheaper than seeking once
   per example still to join (the total row count is known for parquet files and tables; for a
   stream, it switches to the scan once the rows seen so far would have paid for it).
@@ -47,11 +49,12 @@ from __future__ import annotations
 import enum
 import logging
 import os
+import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TypeAlias
 
 import numpy as np
 import pyarrow as pa
@@ -67,6 +70,7 @@ from feature_service.pit_versions import (
     MatchReason,
     estimate_decoded_bytes,
     estimate_versions,
+    gather_versions,
     match_as_of,
     scan_group_versions,
     store_errors,
@@ -87,6 +91,7 @@ __all__ = [
     "GroupJoinCounts",
     "JoinReport",
     "VersionCache",
+    "Examples",
     "JoinedBatches",
     "iter_joined_batches",
     "join_to_parquet",
@@ -109,8 +114,8 @@ JOIN_TIMESTAMP_UNITS = {"s": 1_000_000, "ms": 1_000, "us": 1, "ns": None}
 rounding down)."""
 
 # Cost model of JoinStrategy.AUTO, in microseconds, measured on a 2-core machine (rocksdict 0.3):
-# a sequential scan reads and decodes a version in ~0.7 us, a seek and its decode take ~6-8 us.
-_SCAN_US_PER_VERSION = 0.7
+# a sequential scan reads and decodes a version in ~1 us, a seek and its decode take ~6-8 us.
+_SCAN_US_PER_VERSION = 1.0
 _SEEK_US_PER_ROW = 7.0
 
 _TS_US = pa.timestamp("us", tz="UTC")
@@ -227,7 +232,8 @@ class VersionCache:
 
     Pass one cache to several joins (e.g. one per training epoch) to scan each group once. An entry
     is reused only while the store's RocksDB sequence number is unchanged (any write invalidates
-    it) and its group schema is the same. Thread-safe for the join's use (entries are immutable).
+    it) and its group schema is the same. Thread-safe: entries are immutable and the index is
+    guarded by a lock.
 
     Args:
         budget_bytes: Most bytes of decoded versions held at once (all groups together).
@@ -240,20 +246,27 @@ class VersionCache:
             )
         self.budget_bytes = int(budget_bytes)
         self._entries: dict[tuple[str, str], GroupVersions] = {}
+        self._lock = threading.Lock()
 
     @property
     def used_bytes(self) -> int:
         """Bytes held by the cached versions."""
+        with self._lock:
+            return self._used()
+
+    def _used(self) -> int:
         return sum(v.nbytes for v in self._entries.values())
 
     def clear(self) -> None:
         """Drop every entry."""
-        self._entries.clear()
+        with self._lock:
+            self._entries.clear()
 
     def get(self, store: FeatureStore, group: str, features: Sequence[str]) -> GroupVersions | None:
         """A valid cached copy holding at least ``features``, or None (a stale entry is dropped)."""
         key = (store.path, group)
-        entry = self._entries.get(key)
+        with self._lock:
+            entry = self._entries.get(key)
         if entry is None:
             return None
         with store_errors("read the store's sequence number", store.path):
@@ -263,18 +276,21 @@ class VersionCache:
             or entry.group != store.group(group)
             or not set(features) <= set(entry.features)
         ):
-            del self._entries[key]
+            with self._lock:
+                if self._entries.get(key) is entry:
+                    del self._entries[key]
             return None
         return entry
 
     def put(self, store: FeatureStore, versions: GroupVersions) -> bool:
         """Keep ``versions`` if they fit the remaining budget; return whether they were kept."""
         key = (store.path, versions.group.name)
-        self._entries.pop(key, None)
-        if self.used_bytes + versions.nbytes > self.budget_bytes:
-            return False
-        self._entries[key] = versions
-        return True
+        with self._lock:
+            self._entries.pop(key, None)
+            if self._used() + versions.nbytes > self.budget_bytes:
+                return False
+            self._entries[key] = versions
+            return True
 
     def remaining_bytes(self) -> int:
         """Budget left."""
@@ -309,7 +325,9 @@ class _Resolved:
 
 # ---------------------------------------------------------------------- examples sources
 
-Examples = str | os.PathLike[str] | pa.Table | pa.RecordBatchReader
+Examples: TypeAlias = str | os.PathLike[str] | pa.Table | pa.RecordBatchReader
+"""What the join reads examples from: a parquet file path, an Arrow table, or a record batch
+reader (read once)."""
 
 
 @dataclass(frozen=True, slots=True, eq=False)
@@ -514,7 +532,9 @@ def _output_schema(schema: pa.Schema, resolved: Sequence[_Resolved]) -> pa.Schem
 # ---------------------------------------------------------------------- the join
 
 
-def _times_us(arr: pa.Array, unit: str, source: str) -> tuple[np.ndarray, np.ndarray]:
+def _times_us(
+    arr: pa.Array, unit: str, source: str, column: str, row_base: int
+) -> tuple[np.ndarray, np.ndarray]:
     """Example times as int64 microseconds (rounded down) and a validity mask."""
     valid = (
         np.ones(len(arr), dtype=bool)
@@ -523,8 +543,12 @@ def _times_us(arr: pa.Array, unit: str, source: str) -> tuple[np.ndarray, np.nda
     )
     if pa.types.is_timestamp(arr.type):
         unit = arr.type.unit
-        arr = arr.cast(pa.int64())
-    raw = np.asarray(pc.fill_null(arr.cast(pa.int64()), 0).to_numpy(zero_copy_only=False))
+    try:
+        raw = np.asarray(pc.fill_null(arr.cast(pa.int64()), 0).to_numpy(zero_copy_only=False))
+    except pa.ArrowException as exc:  # e.g. uint64 times beyond int64
+        raise InputError(
+            f"cannot read example times in column {column!r} as int64: {exc}", source=source
+        ) from exc
     factor = JOIN_TIMESTAMP_UNITS[unit]
     if factor is None:
         return raw // 1000, valid  # floor: a version at floor(t) is <= t, one after is not
@@ -534,7 +558,8 @@ def _times_us(arr: pa.Array, unit: str, source: str) -> tuple[np.ndarray, np.nda
         if bad.any():
             row = int(np.flatnonzero(bad)[0])
             raise InputError(
-                f"example time {int(raw[row])} ({unit}) does not fit int64 microseconds",
+                f"example time {int(raw[row])} ({unit}) in column {column!r}, row "
+                f"{row_base + row}, does not fit int64 microseconds",
                 source=source,
                 hint="check --timestamp-unit",
             )
@@ -580,6 +605,7 @@ class _Joiner:
             extra = tuple(f.name for f in r.features if f.name not in have)
             self.features_by_group[r.spec.group] = have + extra
         self.num_versions: dict[str, int] = {}
+        self.buffers: dict[int, np.ndarray] = {}
 
     # -- strategy
 
@@ -622,21 +648,17 @@ class _Joiner:
             budget -= est
             fits.append(group)
 
-        def scan(group: str) -> GroupVersions | None:
-            return scan_group_versions(
+        # One group after another: two scans in threads were no faster on 2 cores (the binding
+        # holds the GIL while it builds each key and value).
+        results = [
+            scan_group_versions(
                 self.store,
                 group,
                 self.features_by_group[group],
                 budget_bytes=self.cache.remaining_bytes(),
             )
-
-        # Scans of different groups overlap in threads: rocksdict releases the GIL inside RocksDB,
-        # so two scans on two cores take ~0.7x the time of one after the other.
-        if len(fits) > 1:
-            with ThreadPoolExecutor(max_workers=min(len(fits), os.cpu_count() or 2)) as pool:
-                results = list(pool.map(scan, fits))
-        else:
-            results = [scan(g) for g in fits]
+            for group in fits
+        ]
         for group, versions in zip(fits, results, strict=True):
             if versions is None or not self.cache.put(self.store, versions):
                 self._over_budget(group, None if versions is None else versions.nbytes)
@@ -671,12 +693,17 @@ class _Joiner:
             batch.column(self.timestamp_column),
             self.timestamp_unit,
             f"{self.source_name}:{self.timestamp_column}",
+            self.timestamp_column,
+            self.rows,
         )
         arrays: list[pa.Array] = list(batch.columns)
         for i, r in enumerate(self.resolved):
             spec = r.spec
+            ids = batch.column(spec.entity_column)
+            if pa.types.is_dictionary(ids.type) and pa.types.is_integer(ids.type.value_type):
+                ids = ids.dictionary_decode()
             try:
-                keys, k_ok = id_keys_from_arrow(batch.column(spec.entity_column))
+                keys, k_ok = id_keys_from_arrow(ids)
             except (TypeError, pa.ArrowException) as exc:
                 raise InputError(
                     f"cannot read entity ids: {exc}",
@@ -687,33 +714,31 @@ class _Joiner:
             versions = self.versions.get(spec.group)
             tm = time.perf_counter()
             if versions is not None:
-                row, reason = match_as_of(versions, keys, times, ok)
-                columns, event_src, all_valid = (
-                    versions.columns,
-                    versions.event_us,
-                    versions.all_valid,
-                )
+                # One records buffer per spec, reused by every batch: fresh pages per batch cost
+                # more than the copy into them.
+                buf = self.buffers.get(i)
+                if buf is None or buf.dtype != versions.records.dtype or buf.shape[0] < n:
+                    buf = self.buffers[i] = np.empty(n, dtype=versions.records.dtype)
+                row, reason, records = match_as_of(versions, keys, times, ok, out=buf)
+                tg = time.perf_counter()
+                gathered, event_us = gather_versions(versions, row, records)
                 self.paths[i].add("scan")
             else:
                 res = seek_as_of(self.store, spec.group, names, keys, times, ok)
-                row, reason, columns, event_src = res.row, res.reason, res.columns, res.event_us
-                all_valid = frozenset()
+                row, reason = res.row, res.reason
+                tg = time.perf_counter()
+                gathered = take_columns(res.columns, names, row)
+                event_us = np.zeros(n, dtype=np.int64)
+                if res.event_us.shape[0]:
+                    event_us = res.event_us[np.where(row >= 0, row, 0)]
                 self.seeks[i] += res.seeks
                 self.paths[i].add("seek")
-            tg = time.perf_counter()
             self.timings["match"] += tg - tm
             self.counts[i] += np.bincount(reason, minlength=MatchReason.COUNT)
-            taken = take_columns(columns, names, row, all_valid)
             for name, f in zip(r.names, r.features, strict=True):
-                arrays.append(_to_arrow(taken[f.name], out_schema.field(name).type))
+                arrays.append(_to_arrow(gathered[f.name], out_schema.field(name).type))
             if r.event_name:
-                hit = row >= 0
-                ev = (
-                    event_src[np.where(hit, row, 0)]
-                    if event_src.shape[0]
-                    else np.zeros(n, np.int64)
-                )
-                arrays.append(pa.array(ev, pa.int64(), mask=~hit).cast(_TS_US))
+                arrays.append(pa.array(event_us, pa.int64(), mask=row < 0).cast(_TS_US))
             self.timings["gather"] += time.perf_counter() - tg
         self.rows += n
         self.batches += 1

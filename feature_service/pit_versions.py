@@ -1,19 +1,27 @@
-"""Columnar copies of feature-group versions and the as-of match over them (the join's fast path).
+"""In-memory copies of feature-group versions and the as-of match over them (the join's bulk path).
 
 A point-in-time join that touches most of a group's entities is cheaper as one sequential scan of
 the group's ``versions:<group>`` column family than as one RocksDB seek per example row: the scan
-costs ~0.5 us per stored version in the rocksdict binding (one ``(key, value)`` pair per version,
-decoded in bulk by :class:`~feature_service.codec.ValueCodec`), a seek ~6 us per example. The scan
-yields :class:`GroupVersions`: every version of the group as numpy columns, already in the store's
-key order (entity ascending; per entity event time descending, then created time descending), so
-matching an example is two binary searches (:func:`match_as_of`) and needs no sort.
+costs ~1 us per stored version in the rocksdict binding (one ``bytes`` per key and per value,
+decoded in bulk by :class:`~feature_service.codec.ValueCodec`), a seek ~6-8 us per example. The
+scan yields :class:`GroupVersions`: every version of the group, already in the store's key order
+(entity ascending; per entity event time descending, then created time descending), so matching
+an example is one hash lookup and a binary search, and needs no sort.
 
-Memory: a :class:`GroupVersions` holds 24 bytes of keys and times per version plus the decoded
-features (their fixed width, or their bytes plus 8 bytes of offsets for lists and strings) and one
-validity byte per feature. :func:`scan_group_versions` refuses to build one larger than its budget
-(it stops the scan and returns None); the scan itself holds at most one chunk of
-``SCAN_CHUNK_VERSIONS`` undecoded pairs, and concatenating the decoded chunks briefly needs twice
-the final size.
+Layout, chosen for the match's memory accesses (each example costs a few cache misses, which
+dominate): a hash table from entity key to its version rows; the event times of all versions in
+one array (an entity's are contiguous for the binary search); and the fixed-width features of a
+version in one row-major record (value and validity of each, plus the event time), so attaching a
+version's features is one copy of a few dozen contiguous bytes instead of one random read per
+feature. Variable-width features (lists, strings) stay columnar (values plus offsets).
+
+Memory: a :class:`GroupVersions` holds 24 bytes of entity, event and created time per version,
+the records (the features' fixed widths, one validity byte each and 8 bytes of event time), the
+variable-width features (their bytes, 8 bytes of offsets and one validity byte per version) and the
+hash table (24 bytes per slot, 2-4 slots per entity). :func:`scan_group_versions` stops and
+returns None as soon as that exceeds its budget; it holds at most one chunk of
+``SCAN_CHUNK_VERSIONS`` undecoded keys and values, and concatenating the decoded chunks briefly
+needs twice the final size.
 
 This module reads the store's column families directly (:func:`_versions_cf`): it relies on the key
 layout documented in :mod:`feature_service.keys`, which the store guarantees.
@@ -37,16 +45,18 @@ from adrank.hashing import fmix64
 from feature_service import keys as K
 from feature_service.codec import ValueCodec, empty_column
 from feature_service.store import FeatureStore
-from feature_service.types import FeatureColumn, FeatureGroup, FeatureSpec
+from feature_service.types import FeatureColumn, FeatureGroup, FeatureSpec, Shape
 
 __all__ = [
     "SCAN_CHUNK_VERSIONS",
     "MatchReason",
     "GroupVersions",
+    "build_versions",
     "scan_group_versions",
     "estimate_versions",
     "estimate_decoded_bytes",
     "match_as_of",
+    "gather_versions",
     "take_columns",
     "concat_columns",
     "store_errors",
@@ -56,14 +66,16 @@ logger = logging.getLogger(__name__)
 
 SCAN_CHUNK_VERSIONS = 65_536
 """Versions pulled from RocksDB and decoded per step of a scan (bounds the scan's Python objects,
-~200 bytes per undecoded pair)."""
+~150 bytes per undecoded key and value)."""
 
 _SAMPLE_VALUES = 256  # values read to estimate the mean encoded size of a group's versions
 _SCAN_ATTEMPTS = 3  # rescans when a concurrent write misaligns the scan's two iterators
+_TABLE_SLOT_BYTES = 24
 
 
 class MatchReason:
-    """Why an example row got (or missed) a group's features: the int8 codes of :func:`match_as_of`.
+    """Why an example row got (or missed) a group's features: the int8 codes of
+    :func:`match_as_of`.
 
     ``MATCHED``: a version with ``t - ttl <= event <= t`` was found. ``NULL_KEY``: the example's
     entity id or timestamp is null. ``NO_ENTITY``: the store has no version of the entity.
@@ -105,9 +117,32 @@ def _latest_cf(store: FeatureStore, group: str) -> Any:
     return store._handles(group).latest
 
 
+def _record_dtype(specs: Sequence[FeatureSpec]) -> tuple[np.dtype[Any], dict[str, int]]:
+    """Record of the fixed-width features: ``event`` then per feature i a value ``v<i>`` and a
+    validity byte ``m<i>``, packed and padded to whole 8-byte words; also the index i of each
+    fixed-width feature by name."""
+    fields: list[tuple[Any, ...]] = [("event", "<i8")]
+    index: dict[str, int] = {}
+    for i, spec in enumerate(specs):
+        if not spec.fixed_width:
+            continue
+        if spec.shape is Shape.VECTOR:
+            fields.append((f"v{i}", spec.dtype.numpy.str, (spec.dim,)))
+        else:
+            fields.append((f"v{i}", spec.dtype.numpy.str))
+        fields.append((f"m{i}", "?"))
+        index[spec.name] = i
+    # Whole 8-byte words per record: the match kernel copies records word by word.
+    pad = -np.dtype(fields).itemsize % 8
+    if pad:
+        fields.append(("_pad", f"V{pad}"))
+    padded = np.dtype(fields)
+    return padded, index
+
+
 @dataclass(frozen=True, slots=True, eq=False)
 class GroupVersions:
-    """Every stored version of one group, as columns in the store's key order.
+    """Every stored version of one group, in the store's key order.
 
     Example, entity 7 with versions at t=30 and t=10 (two rows at t=10: a correction created
     later comes first) and entity 9 with one at t=20::
@@ -116,22 +151,24 @@ class GroupVersions:
         starts      = [0, 3, 4]         # entity i's versions are rows starts[i]:starts[i + 1]
         event_us    = [30, 10, 10, 20]  # per entity descending
         created_us  = [31, 15, 11, 21]  # per (entity, event) descending
+        records     = [(30, v0, m0...), (10, ...), (10, ...), (20, ...)]  # one per version
 
     Args:
         group: The group as registered when scanned.
-        features: Names of the decoded features (the columns).
+        features: Names of the features held, in request order.
         entity_keys: Distinct int64 id keys, ascending.
         starts: int64 row offsets, ``len(entity_keys) + 1`` of them.
         event_us: Event time per version (microseconds).
         created_us: Created time per version (microseconds).
-        columns: Decoded features, one row per version.
+        records: Structured array, one record per version: ``event`` and, per fixed-width feature
+            i (its position in ``features``), its value ``v<i>`` and validity ``m<i>``.
+        var_columns: Variable-width features (lists, strings), one row per version.
         sequence: RocksDB sequence number of the store when the scan began; a cache reuses the
             copy only while the store's sequence number is unchanged.
         table: Open-addressing hash table from entity key to its version rows, shape
             ``(capacity, 3)`` of ``(key, start, end)`` with ``start == -1`` for an empty slot;
             capacity is a power of two at least twice the entities, so a lookup costs about one
             cache miss where a binary search over a million entities costs about twenty.
-        all_valid: Features without nulls among the versions (their validity needs no gather).
     """
 
     group: FeatureGroup
@@ -140,10 +177,10 @@ class GroupVersions:
     starts: np.ndarray
     event_us: np.ndarray
     created_us: np.ndarray
-    columns: Mapping[str, FeatureColumn]
+    records: np.ndarray
+    var_columns: Mapping[str, FeatureColumn]
     sequence: int
     table: np.ndarray
-    all_valid: frozenset[str]
 
     @property
     def num_versions(self) -> int:
@@ -154,11 +191,12 @@ class GroupVersions:
     def nbytes(self) -> int:
         """Bytes held by the arrays."""
         total = self.entity_keys.nbytes + self.starts.nbytes + self.table.nbytes
-        total += self.event_us.nbytes + self.created_us.nbytes
-        for col in self.columns.values():
-            total += col.values.nbytes + col.valid.nbytes
-            total += 0 if col.offsets is None else col.offsets.nbytes
-        return int(total)
+        total += self.event_us.nbytes + self.created_us.nbytes + self.records.nbytes
+        return int(total + sum(_column_nbytes(c) for c in self.var_columns.values()))
+
+    def specs(self) -> tuple[FeatureSpec, ...]:
+        """Schemas of :attr:`features`."""
+        return tuple(self.group.feature(f) for f in self.features)
 
 
 def estimate_versions(store: FeatureStore, group: str) -> int:
@@ -176,8 +214,9 @@ def estimate_versions(store: FeatureStore, group: str) -> int:
 def estimate_decoded_bytes(
     store: FeatureStore, group: str, features: Sequence[str], num_versions: int
 ) -> int:
-    """Rough decoded size of ``num_versions`` versions: 24 bytes of keys and times per version, plus
-    the mean encoded value size of a sample (the encoding is about as wide as the decoded columns).
+    """Rough in-memory size of ``num_versions`` versions: 32 bytes of keys and times and ~50 of
+    hash table per version, plus the mean encoded value size of a sample (the encoding is about as
+    wide as the decoded features) and a validity byte per feature.
 
     Raises:
         StoreError: RocksDB failed.
@@ -190,7 +229,7 @@ def estimate_decoded_bytes(
         return 0
     mean_value = sum(map(len, sample)) / len(sample)
     share = len(features) / max(1, len(g.features))
-    return int(num_versions * (24 + mean_value * share + len(features)))
+    return int(num_versions * (32 + 2 * _TABLE_SLOT_BYTES + mean_value * share + len(features)))
 
 
 def scan_group_versions(
@@ -200,17 +239,17 @@ def scan_group_versions(
     *,
     budget_bytes: int | None = None,
 ) -> GroupVersions | None:
-    """Read every version of ``group`` in one sequential scan into columns.
+    """Read every version of ``group`` in one sequential scan.
 
     Args:
         store: An open store.
         group: Group name.
-        features: Features to decode (a subset saves memory and decode time).
-        budget_bytes: Give up (return None) as soon as the decoded columns exceed this many bytes;
+        features: Features to keep (a subset saves memory and time).
+        budget_bytes: Give up (return None) as soon as the decoded versions exceed this many bytes;
             None: no limit.
 
     Returns:
-        The columns, or None when over budget.
+        The versions, or None when over budget.
 
     Raises:
         NotFoundError: Unknown group or feature.
@@ -219,11 +258,10 @@ def scan_group_versions(
     start = time.perf_counter()
     h = store._handles(group)
     g = h.group
-    codec = h.codec
     specs = tuple(g.feature(f) for f in features)
     for attempt in range(_SCAN_ATTEMPTS):
         try:
-            parts = _scan_chunks(store, h.versions, group, codec, specs, budget_bytes)
+            parts = _scan_chunks(store, h.versions, group, h.codec, specs, budget_bytes)
         except _ScanRaced:
             logger.info("group %s changed during the scan (attempt %d); rescanning", group, attempt)
             continue
@@ -237,18 +275,17 @@ def scan_group_versions(
         )
     if parts is None:
         return None
-    sequence, ent_parts, ev_parts, cr_parts, col_parts = parts
     out = build_versions(
         g,
         tuple(features),
-        _concat(ent_parts, np.int64),
-        _concat(ev_parts, np.int64),
-        _concat(cr_parts, np.int64),
-        {s.name: concat_columns(s, col_parts[s.name]) for s in specs},
-        sequence,
+        _concat(parts.entity, np.int64),
+        _concat(parts.event, np.int64),
+        _concat(parts.created, np.int64),
+        {s.name: concat_columns(s, parts.columns[s.name]) for s in specs},
+        parts.sequence,
     )
     logger.info(
-        "scanned group %s: %d versions of %d entities, %.1f MB decoded, in %.2f s",
+        "scanned group %s: %d versions of %d entities, %.1f MB in memory, in %.2f s",
         group,
         out.num_versions,
         out.entity_keys.shape[0],
@@ -262,9 +299,13 @@ class _ScanRaced(Exception):
     """The keys and values iterators saw different data (a write landed during the scan)."""
 
 
-_Chunks = tuple[
-    int, list[np.ndarray], list[np.ndarray], list[np.ndarray], dict[str, list[FeatureColumn]]
-]
+@dataclass(slots=True)
+class _Parts:
+    sequence: int
+    entity: list[np.ndarray]
+    event: list[np.ndarray]
+    created: list[np.ndarray]
+    columns: dict[str, list[FeatureColumn]]
 
 
 def _scan_chunks(
@@ -274,24 +315,21 @@ def _scan_chunks(
     codec: ValueCodec,
     specs: tuple[FeatureSpec, ...],
     budget_bytes: int | None,
-) -> _Chunks | None:
+) -> _Parts | None:
     """Decode the column family chunk by chunk; None when over budget.
 
     Keys and values come from two iterators advanced in lockstep: rocksdict builds one ``bytes``
-    per key or value, but a ``(key, value)`` tuple per item costs ~30% more (tuples are tracked by
+    per key or value, and a ``(key, value)`` tuple per item costs ~30% more (tuples are tracked by
     the garbage collector). Each iterator reads its own implicit snapshot, so a write between their
-    creation could misalign them; every chunk checks that the times in the keys equal those in the
-    values (a write shifts them), and the lengths must end together.
+    creation could misalign them: every chunk checks that the times in the keys equal those in the
+    values (a write shifts them), and both must end together.
     """
     path = store.path
     names = [s.name for s in specs]
-    ent_parts: list[np.ndarray] = []
-    ev_parts: list[np.ndarray] = []
-    cr_parts: list[np.ndarray] = []
-    col_parts: dict[str, list[FeatureColumn]] = {n: [] for n in names}
+    parts = _Parts(0, [], [], [], {n: [] for n in names})
     held = 0
     with store_errors(f"scan group {group!r}", path):
-        sequence = int(store._require_open().latest_sequence_number())
+        parts.sequence = int(store._require_open().latest_sequence_number())
         key_iter = iter(cf.keys())
         value_iter = iter(cf.values())
         while True:
@@ -306,18 +344,18 @@ def _scan_chunks(
                 dec = codec.decode(values, names)
             except ValueError as exc:
                 raise StoreError(f"corrupt version in group {group!r}: {exc}", source=path) from exc
+            del keys, values
             if not (
                 np.array_equal(key_ev, dec.event_us) and np.array_equal(key_cr, dec.created_us)
             ):
                 raise _ScanRaced
-            del keys, values
-            ent_parts.append(ids)
-            ev_parts.append(dec.event_us)
-            cr_parts.append(dec.created_us)
-            held += 24 * ids.shape[0]
+            parts.entity.append(ids)
+            parts.event.append(key_ev)
+            parts.created.append(key_cr)
+            held += 32 * ids.shape[0]
             for name in names:
                 col = dec.columns[name]
-                col_parts[name].append(col)
+                parts.columns[name].append(col)
                 held += _column_nbytes(col)
             if budget_bytes is not None and held > budget_bytes:
                 logger.info(
@@ -327,7 +365,7 @@ def _scan_chunks(
                     budget_bytes,
                 )
                 return None
-    return sequence, ent_parts, ev_parts, cr_parts, col_parts
+    return parts
 
 
 def build_versions(
@@ -339,13 +377,21 @@ def build_versions(
     columns: Mapping[str, FeatureColumn],
     sequence: int,
 ) -> GroupVersions:
-    """Assemble :class:`GroupVersions` from per-version arrays already in the store's key order
-    (entity ascending, then event and created descending), building the entity lookup table."""
+    """Assemble :class:`GroupVersions` from per-version arrays in the store's key order (entity
+    ascending, then event and created descending): pack the records, build the hash table."""
     ents = np.ascontiguousarray(entity_per_version, dtype=np.int64)
     first = np.ones(ents.shape[0], dtype=bool)
     first[1:] = ents[1:] != ents[:-1]
     starts = np.append(np.flatnonzero(first), ents.shape[0]).astype(np.int64)
     uniq = ents[first]
+    specs = tuple(group.feature(f) for f in features)
+    dtype, index = _record_dtype(specs)
+    records = np.zeros(ents.shape[0], dtype=dtype)
+    records["event"] = event_us
+    for name, i in index.items():
+        records[f"v{i}"] = columns[name].values
+        records[f"m{i}"] = columns[name].valid
+    var = {s.name: columns[s.name] for s in specs if not s.fixed_width}
     return GroupVersions(
         group=group,
         features=features,
@@ -353,10 +399,10 @@ def build_versions(
         starts=starts,
         event_us=np.ascontiguousarray(event_us, dtype=np.int64),
         created_us=np.ascontiguousarray(created_us, dtype=np.int64),
-        columns=dict(columns),
+        records=records,
+        var_columns=var,
         sequence=sequence,
         table=_build_table(uniq, starts),
-        all_valid=frozenset(n for n, c in columns.items() if bool(c.valid.all())),
     )
 
 
@@ -393,6 +439,9 @@ def concat_columns(spec: FeatureSpec, parts: Sequence[FeatureColumn]) -> Feature
     return FeatureColumn(spec, values, valid, np.concatenate(offsets))
 
 
+# ---------------------------------------------------------------------- compiled kernels
+
+
 def _table_capacity(num_entities: int) -> int:
     cap = 8
     while cap < 2 * num_entities:
@@ -403,7 +452,7 @@ def _table_capacity(num_entities: int) -> int:
 @numba.njit(cache=True)
 def _fill_table(
     table: np.ndarray, keys: np.ndarray, starts: np.ndarray
-) -> None:  # pragma: no cover
+) -> None:  # pragma: no cover - compiled
     mask = np.uint64(table.shape[0] - 1)
     for i in range(keys.shape[0]):
         slot = fmix64(np.uint64(keys[i])) & mask
@@ -421,64 +470,138 @@ def _build_table(entity_keys: np.ndarray, starts: np.ndarray) -> np.ndarray:
     return table
 
 
+_BLOCK = 128  # examples per block of the match kernel's software pipelining
+
+
 @numba.njit(parallel=True, cache=True)
 def _match_kernel(
     table: np.ndarray,
     event_us: np.ndarray,
+    records: np.ndarray,
     keys: np.ndarray,
     times: np.ndarray,
     ok: np.ndarray,
     ttl_us: np.int64,
     out_row: np.ndarray,
     out_reason: np.ndarray,
+    out_records: np.ndarray,
 ) -> None:  # pragma: no cover - compiled
+    # records and out_records are uint64 words (whole records). Each example costs a few cache
+    # misses (hash slot, event times, record). Blocks of
+    # examples go through the stages one stage at a time, so that the misses of a block's
+    # examples are independent loads the CPU overlaps, instead of one example's chain at a time.
     mask = np.uint64(table.shape[0] - 1)
+    width = records.shape[1]
     int64_min = np.iinfo(np.int64).min
-    for i in numba.prange(keys.shape[0]):
-        out_row[i] = -1
-        if not ok[i]:
-            out_reason[i] = 1  # NULL_KEY
-            continue
-        k = keys[i]
-        slot = fmix64(np.uint64(k)) & mask
-        a = np.int64(-1)
-        b = np.int64(-1)
-        while True:
-            a = table[slot, 1]
-            if a < 0 or table[slot, 0] == k:
-                b = table[slot, 2]
-                break
-            slot = (slot + np.uint64(1)) & mask
-        if a < 0:
-            out_reason[i] = 2  # NO_ENTITY
-            continue
-        t = times[i]
-        # Events descend within the entity: find the first with event <= t. Among equal events the
-        # newest created comes first, so it wins the tie.
-        lo = a
-        hi = b
-        while lo < hi:
-            mid = (lo + hi) >> 1
-            if event_us[mid] > t:
-                lo = mid + 1
-            else:
-                hi = mid
-        if lo == b:
-            out_reason[i] = 3  # FUTURE_ONLY
-            continue
-        if ttl_us >= 0:
-            cutoff = int64_min if t < int64_min + ttl_us else t - ttl_us
-            if event_us[lo] < cutoff:
-                out_reason[i] = 4  # EXPIRED
+    n = keys.shape[0]
+    for blk in numba.prange((n + _BLOCK - 1) // _BLOCK):
+        first = blk * _BLOCK
+        last = min(n, first + _BLOCK)
+        slots = np.empty(_BLOCK, dtype=np.uint64)
+        begin = np.empty(_BLOCK, dtype=np.int64)
+        end = np.empty(_BLOCK, dtype=np.int64)
+        touch = np.uint64(0)  # loads made only to start the cache misses early
+        for i in range(first, last):
+            slot = fmix64(np.uint64(keys[i])) & mask
+            slots[i - first] = slot
+            touch += np.uint64(table[slot, 0])
+        for i in range(first, last):
+            k = keys[i]
+            slot = slots[i - first]
+            while True:
+                a = table[slot, 1]
+                if a < 0 or table[slot, 0] == k:
+                    break
+                slot = (slot + np.uint64(1)) & mask
+            begin[i - first] = a
+            end[i - first] = table[slot, 2]
+            if a >= 0:
+                touch += np.uint64(event_us[a])
+        for i in range(first, last):
+            out_row[i] = -1
+            a = begin[i - first]
+            b = end[i - first]
+            if not ok[i]:
+                out_reason[i] = 1  # NULL_KEY
                 continue
-        out_reason[i] = 0  # MATCHED
-        out_row[i] = lo
+            if a < 0:
+                out_reason[i] = 2  # NO_ENTITY
+                continue
+            t = times[i]
+            # Events descend within the entity: find the first with event <= t. Among equal
+            # events the newest created comes first, so it wins the tie.
+            lo = a
+            hi = b
+            while lo < hi:
+                mid = (lo + hi) >> 1
+                if event_us[mid] > t:
+                    lo = mid + 1
+                else:
+                    hi = mid
+            if lo == b:
+                out_reason[i] = 3  # FUTURE_ONLY
+                continue
+            if ttl_us >= 0:
+                cutoff = int64_min if t < int64_min + ttl_us else t - ttl_us
+                if event_us[lo] < cutoff:
+                    out_reason[i] = 4  # EXPIRED
+                    continue
+            out_reason[i] = 0  # MATCHED
+            out_row[i] = lo
+            if width:
+                touch += records[lo, 0] + records[lo, width - 1]
+        for i in range(first, last):
+            r = out_row[i]
+            if r >= 0:
+                for j in range(width):
+                    out_records[i, j] = records[r, j]
+            else:
+                for j in range(width):
+                    out_records[i, j] = 0
+        if touch == np.uint64(0x7FFF_FFFF_FFFF_FFF1):  # never true in practice; keeps the loads
+            out_row[first] = out_row[first]
+
+
+@numba.njit(cache=True)
+def _var_counts(
+    offsets: np.ndarray, valid: np.ndarray, rows: np.ndarray, out_valid: np.ndarray
+) -> np.ndarray:  # pragma: no cover - compiled
+    n = rows.shape[0]
+    out_offsets = np.zeros(n + 1, dtype=np.int64)
+    for i in range(n):
+        r = rows[i]
+        count = 0
+        if r >= 0 and valid[r]:
+            out_valid[i] = True
+            count = offsets[r + 1] - offsets[r]
+        out_offsets[i + 1] = out_offsets[i] + count
+    return out_offsets
+
+
+@numba.njit(cache=True)
+def _var_copy(
+    offsets: np.ndarray,
+    values: np.ndarray,
+    rows: np.ndarray,
+    out_offsets: np.ndarray,
+    out_values: np.ndarray,
+) -> None:  # pragma: no cover - compiled
+    for i in range(rows.shape[0]):
+        a = out_offsets[i]
+        b = out_offsets[i + 1]
+        src = offsets[rows[i]] if b > a else 0
+        for j in range(b - a):
+            out_values[a + j] = values[src + j]
 
 
 def match_as_of(
-    versions: GroupVersions, keys: np.ndarray, times_us: np.ndarray, ok: np.ndarray
-) -> tuple[np.ndarray, np.ndarray]:
-    """Per example, the version a point-in-time join attaches, and why.
+    versions: GroupVersions,
+    keys: np.ndarray,
+    times_us: np.ndarray,
+    ok: np.ndarray,
+    out: np.ndarray | None = None,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Per example, the version a point-in-time join attaches, why, and its record.
 
     The version is the entity's newest with ``t - ttl <= event_us <= t`` (ties on ``event_us``: the
     newest ``created_us``); both bounds are inclusive, as for :meth:`FeatureStore.get_as_of`.
@@ -488,27 +611,70 @@ def match_as_of(
         keys: int64 entity id keys of the examples.
         times_us: int64 example times (microseconds).
         ok: False where the example's key or time is null.
+        out: Optional buffer for the records, at least ``len(keys)`` records of
+            ``versions.records.dtype`` (reused across batches to avoid fresh pages); overwritten.
 
     Returns:
-        ``(row, reason)``: int64 row into ``versions`` (-1 where none) and the int8
-        :class:`MatchReason` code per example.
+        ``(row, reason, records)``: int64 row into ``versions`` (-1 where none), the int8
+        :class:`MatchReason` code, and a copy of the matched version's record (zeros where none,
+        so every feature reads as null there) per example; ``records`` is a view of ``out`` when
+        given.
     """
     n = keys.shape[0]
     row = np.empty(n, dtype=np.int64)
     reason = np.empty(n, dtype=np.int8)
+    dtype = versions.records.dtype
+    if out is None or out.dtype != dtype or out.shape[0] < n:
+        out = np.empty(n, dtype=dtype)
+    out = out[:n]
+    words = dtype.itemsize // 8
     ttl = versions.group.ttl_us
     if n:
         _match_kernel(
             versions.table,
             versions.event_us,
+            versions.records.view(np.uint64).reshape(versions.num_versions, words),
             np.ascontiguousarray(keys, dtype=np.int64),
             np.ascontiguousarray(times_us, dtype=np.int64),
             np.ascontiguousarray(ok, dtype=np.bool_),
             np.int64(-1 if ttl is None else ttl),
             row,
             reason,
+            out.view(np.uint64).reshape(n, words),
         )
-    return row, reason
+    return row, reason, out
+
+
+def gather_versions(
+    versions: GroupVersions, rows: np.ndarray, records: np.ndarray
+) -> tuple[dict[str, FeatureColumn], np.ndarray]:
+    """The features and event times of matched versions, from :func:`match_as_of`'s output.
+
+    Args:
+        versions: The group's versions.
+        rows: Per example, the matched row (-1: none).
+        records: Per example, the matched record (zeros: none).
+
+    Returns:
+        ``(columns, event_us)``: one column per feature of ``versions`` (null where no match) and
+        the event time per example (0 where no match).
+    """
+    n = rows.shape[0]
+    out: dict[str, FeatureColumn] = {}
+    for i, spec in enumerate(versions.specs()):
+        if spec.fixed_width:
+            # Copies (never views): the records may be a buffer the caller reuses.
+            values = records[f"v{i}"].copy()
+            out[spec.name] = FeatureColumn(spec, values, records[f"m{i}"].copy())
+            continue
+        col = versions.var_columns[spec.name]
+        assert col.offsets is not None
+        valid = np.zeros(n, dtype=bool)
+        offsets = _var_counts(col.offsets, col.valid, rows, valid)
+        values = np.empty(int(offsets[-1]), dtype=col.values.dtype)
+        _var_copy(col.offsets, col.values, rows, offsets, values)
+        out[spec.name] = FeatureColumn(spec, values, valid, offsets)
+    return out, records["event"].copy()
 
 
 def _range_index(starts: np.ndarray, lengths: np.ndarray) -> np.ndarray:
@@ -521,19 +687,15 @@ def _range_index(starts: np.ndarray, lengths: np.ndarray) -> np.ndarray:
 
 
 def take_columns(
-    columns: Mapping[str, FeatureColumn],
-    features: Sequence[str],
-    rows: np.ndarray,
-    all_valid: frozenset[str] = frozenset(),
+    columns: Mapping[str, FeatureColumn], features: Sequence[str], rows: np.ndarray
 ) -> dict[str, FeatureColumn]:
     """Gather rows of decoded columns: output row i is ``rows[i]`` of the input, or null where
-    ``rows[i] < 0``.
+    ``rows[i] < 0`` (the seek path's gather; the scan path uses :func:`gather_versions`).
 
     Args:
         columns: Decoded columns (all of one length m).
         features: Names to gather, in output order.
         rows: int64 indices into the columns, -1 for null.
-        all_valid: Features known to hold no nulls (their validity is ``rows >= 0``, no gather).
 
     Returns:
         Columns of ``len(rows)`` rows.
@@ -547,7 +709,7 @@ def take_columns(
         if len(col) == 0:
             out[name] = empty_column(spec, rows.shape[0])
             continue
-        valid = hit if name in all_valid else hit & col.valid[safe]
+        valid = hit & col.valid[safe]
         if spec.fixed_width:
             out[name] = FeatureColumn(spec, col.values[safe], valid)
             continue

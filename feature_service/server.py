@@ -194,9 +194,7 @@ class FeatureServicer(pb_grpc.FeatureServiceServicer):  # type: ignore[misc]
     ) -> pb.GetFeaturesResponse:
         """One group's features for a list of entities."""
         read, at = convert.read_from_proto(request)
-        (frame,) = self._store.get_batch(
-            [read], as_of_us=at.as_of_us, now_us=self._now_us(at)
-        )
+        (frame,) = self._store.get_batch([read], as_of_us=at.as_of_us, now_us=self._now_us(at))
         return convert.features_response(frame)
 
     def GetRequestFeatures(  # noqa: N802 - the name is the RPC's
@@ -432,4 +430,3 @@ def _hostport(host: str, port: int) -> str:
     if ":" in h and not h.startswith("["):
         h = f"[{h}]"  # an IPv6 literal
     return f"{h}:{port}"
-

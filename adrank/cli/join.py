@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import argparse
 import re
+from dataclasses import dataclass
 from typing import Any
 
-__all__ = ["register", "run", "parse_group_specs", "parse_size_bytes"]
+__all__ = ["register", "run", "GroupArg", "parse_group_args", "parse_size_bytes"]
 
 _DEFAULT_BATCH_ROWS = 65_536  # feature_service.pit_join.DEFAULT_JOIN_BATCH_ROWS (kept for --help)
 _DEFAULT_MEMORY = "2G"  # feature_service.pit_join.DEFAULT_JOIN_MEMORY_BYTES
@@ -26,19 +27,40 @@ def parse_size_bytes(text: str) -> int:
     return int(float(m.group(1)) * _UNITS[m.group(2).lower()])
 
 
-def parse_group_specs(
-    values: list[str], default_column: str | None
-) -> list[tuple[str, str | None]]:
-    """Split ``--groups`` values (``NAME[=COLUMN]``, comma-separated, flag repeatable) into
-    ``(group, column)`` pairs; a missing column is ``default_column`` (None if not given)."""
-    out: list[tuple[str, str | None]] = []
+@dataclass(frozen=True, slots=True)
+class GroupArg:
+    """One ``--groups`` item: ``NAME[=COLUMN][:PREFIX]`` as written (empty strings kept, so that
+    the caller can report them)."""
+
+    text: str
+    group: str
+    column: str | None
+    prefix: str | None
+
+
+def parse_group_args(values: list[str]) -> list[GroupArg]:
+    """Split ``--groups`` values (comma-separated items, flag repeatable) into items.
+
+    ``user`` joins group user on the default entity column; ``user=user_id`` on column user_id;
+    ``user=seller_id:seller`` on seller_id with output columns ``seller__*`` (a group joined twice
+    needs distinct prefixes).
+    """
+    out: list[GroupArg] = []
     for value in values:
         for part in value.split(","):
-            part = part.strip()
-            if not part:
+            text = part.strip()
+            if not text:
                 continue
-            name, eq, column = part.partition("=")
-            out.append((name.strip(), column.strip() if eq else default_column))
+            head, colon, prefix = text.partition(":")
+            name, eq, column = head.partition("=")
+            out.append(
+                GroupArg(
+                    text,
+                    name.strip(),
+                    column.strip() if eq else None,
+                    prefix.strip() if colon else None,
+                )
+            )
     return out
 
 
@@ -52,8 +74,9 @@ def register(subparsers: Any) -> argparse.ArgumentParser:
             "time <= the example's time and within the group's TTL (ties: the newest created "
             "time). A left join: every example row is kept, in order, with all its columns; "
             "features are null where nothing qualifies, counted by reason (null key, no entity, "
-            "only future rows, expired). Output columns are named <group>__<feature>. Streams "
-            "the examples in batches and writes the output atomically."
+            "only future rows, expired by TTL). Output columns are named <group>__<feature>. "
+            "Streams the examples in batches and writes the output atomically: on failure "
+            "nothing is written and an existing output is left as it was."
         ),
     )
     p.add_argument("--store", required=True, metavar="PATH", help="feature store directory")
@@ -64,9 +87,10 @@ def register(subparsers: Any) -> argparse.ArgumentParser:
         "--groups",
         required=True,
         action="append",
-        metavar="NAME[=COL],...",
-        help="feature groups to join, each on COL (default: --entity-column), e.g. "
-        "user=user_id,ad=ad_id; repeatable",
+        metavar="NAME[=COL][:PREFIX],...",
+        help="feature groups to join, each on example column COL (default: --entity-column), "
+        "with output columns PREFIX__* (default: the group name), e.g. user=user_id,ad=ad_id "
+        "or user=buyer_id:buyer,user=seller_id:seller; repeatable",
     )
     p.add_argument(
         "--entity-column",
@@ -87,27 +111,19 @@ def register(subparsers: Any) -> argparse.ArgumentParser:
         "--separator",
         default="__",
         metavar="SEP",
-        help="between the group prefix and the feature name in output columns (default __)",
-    )
-    p.add_argument(
-        "--prefix",
-        action="append",
-        default=[],
-        metavar="GROUP=PREFIX",
-        help="output prefix of a group's columns instead of its name (repeatable); needed to "
-        "join one group twice",
+        help="between the prefix and the feature name in output columns (default __)",
     )
     p.add_argument(
         "--event-ts",
         action="store_true",
-        help="also write <prefix>__event_ts: the event time of the version used",
+        help="also write PREFIX__event_ts per group: the event time of the version used",
     )
     p.add_argument(
         "--strategy",
         choices=("auto", "scan", "seek"),
         default="auto",
-        help="read groups by one sequential scan (kept in memory), by one seek per example, or "
-        "choose per group by cost (default auto)",
+        help="read each group by one sequential scan kept in memory, by one seek per example, "
+        "or choose per group by cost (default auto)",
     )
     p.add_argument(
         "--batch-rows",
@@ -121,67 +137,42 @@ def register(subparsers: Any) -> argparse.ArgumentParser:
         type=parse_size_bytes,
         default=parse_size_bytes(_DEFAULT_MEMORY),
         metavar="SIZE",
-        help=f"memory for scanned groups' decoded versions (default {_DEFAULT_MEMORY}); "
-        "groups that do not fit are read by seeks",
+        help=f"memory for scanned groups' versions (default {_DEFAULT_MEMORY}); groups that do "
+        "not fit are read by seeks",
     )
     return p
 
 
 def _specs(args: argparse.Namespace) -> list[Any]:
+    """Join specs from the flags; every problem reported at once (exit 2)."""
     from adrank.errors import InputError
     from feature_service import JoinSpec
 
     problems: list[InputError] = []
-    prefixes: dict[str, str] = {}
-    for item in args.prefix:
-        group, eq, prefix = item.partition("=")
-        if not eq or not group.strip():
-            problems.append(
-                InputError(
-                    f"--prefix expects GROUP=PREFIX, found {item!r}",
-                    source="--prefix",
-                    hint="e.g. --prefix user=u",
-                )
-            )
-            continue
-        prefixes[group.strip()] = prefix.strip()
     specs = []
-    pairs = parse_group_specs(args.groups, args.entity_column)
-    if not pairs:
+    items = parse_group_args(args.groups)
+    if not items:
         problems.append(InputError("no groups given", source="--groups", hint="e.g. user=user_id"))
-    for group, column in pairs:
-        if not group:
-            problems.append(
-                InputError("a --groups item has no group name", source="--groups", hint="NAME=COL")
-            )
-            continue
-        if column == "":
+    for item in items:
+        column = item.column if item.column is not None else args.entity_column
+        if not item.group or column == "" or item.prefix == "":
             problems.append(
                 InputError(
-                    f"--groups item {group + '='!r} names no column",
+                    f"--groups item {item.text!r} is malformed; expected NAME[=COLUMN][:PREFIX]",
                     source="--groups",
-                    hint=f"write {group}=COLUMN, or {group} with --entity-column",
                 )
             )
             continue
         if column is None:
             problems.append(
                 InputError(
-                    f"group {group!r} has no entity column",
+                    f"group {item.group!r} has no entity column",
                     source="--groups",
-                    hint=f"write {group}=COLUMN or pass --entity-column",
+                    hint=f"write {item.group}=COLUMN or pass --entity-column",
                 )
             )
             continue
-        specs.append(JoinSpec(group, column, prefix=prefixes.get(group)))
-    unknown_prefix = sorted(set(prefixes) - {g for g, _c in pairs})
-    if unknown_prefix:
-        problems.append(
-            InputError(
-                f"--prefix names groups not joined: {', '.join(unknown_prefix)}",
-                source="--prefix",
-            )
-        )
+        specs.append(JoinSpec(item.group, column, prefix=item.prefix))
     if args.batch_rows <= 0:
         problems.append(
             InputError(

@@ -97,9 +97,18 @@ def register(subparsers: Any) -> argparse.ArgumentParser:
 
 def run(args: argparse.Namespace) -> int:
     """Serve until SIGTERM/SIGINT; return the exit code."""
+    from pathlib import Path
+
+    from adrank.errors import InputError
     from adrank.formats import atomic_write_text
     from feature_service.server import ServerConfig, build_server
 
+    if args.port_file and not Path(args.port_file).resolve().parent.is_dir():
+        raise InputError(
+            "the directory of --port-file does not exist",
+            source=args.port_file,
+            hint="create the directory first, or pass another path",
+        )
     config = ServerConfig(
         store_path=args.store,
         host=args.host,
@@ -122,7 +131,7 @@ def run(args: argparse.Namespace) -> int:
         stop.set()
 
     # Signal handlers can only be installed from the main thread (tests may call main elsewhere).
-    previous: dict[int, Any] = {}
+    previous: dict[signal.Signals, Any] = {}
     if threading.current_thread() is threading.main_thread():
         for sig in (signal.SIGTERM, signal.SIGINT):
             previous[sig] = signal.signal(sig, on_signal)

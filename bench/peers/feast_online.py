@@ -1,4 +1,4 @@
-"""Feast's online read, timed on the kv_get benchmark's data (runs in .venv-peers, not adrank's env).
+"""Feast's online read, timed on the kv_get benchmark's data (runs in .venv-peers, not adrank's).
 
 Self-contained: imports only Feast, pandas and the standard library, because it runs with
 ``.venv-peers/bin/python`` (Feast pulls protobuf 7 and its own pandas, which must not meet adrank's
@@ -83,7 +83,9 @@ def main(spec_path: str) -> dict[str, Any]:
     names: dict[str, list[str]] = {}
     entity_of: dict[str, str] = {}
     for g in spec["groups"]:
-        entity = Entity(name=g["name"] + "_entity", join_keys=[g["entity"]], value_type=ValueType.INT64)
+        entity = Entity(
+            name=g["name"] + "_entity", join_keys=[g["entity"]], value_type=ValueType.INT64
+        )
         source = FileSource(
             name=g["name"] + "_source", path=g["path"], timestamp_field=g["timestamp_column"]
         )

@@ -89,7 +89,9 @@ def write_rows(store: FeatureStore, g: FeatureGroup, rows: list[Row]) -> None:
     store.write(g.name, id_arg, ev, feature_columns(g, [r[3] for r in rows]), created_us=cr)
 
 
-def oracle(rows: list[Row], entity: object, t: int | None, ttl_s: int | None) -> tuple[str, Row | None]:
+def oracle(
+    rows: list[Row], entity: object, t: int | None, ttl_s: int | None
+) -> tuple[str, Row | None]:
     """Feast's find_latest_record as a loop: among the entity's rows with event <= t, the newest
     event, then the newest created (then the later write: the store replaces identical keys);
     expired when its event is older than t - ttl (bounds inclusive)."""
@@ -193,25 +195,26 @@ def join_cases(draw: st.DrawFn) -> tuple:
             max_size=30,
         )
     )
-    # Created times in whole microseconds; the row id is the write order.
+    # The row id is the write order.
     feature_rows = [(e, ev, cr, i) for i, (e, ev, cr) in enumerate(rows)]
-    examples = draw(
-        st.lists(
-            st.tuples(
-                st.one_of(st.none(), ents),
-                # Example times land on, between and beyond event times (TTL bounds exact).
-                st.one_of(st.none(), st.integers(-1, 15).map(lambda s: s * S), st.integers(-S, 15 * S)),
-            ),
-            min_size=1,
-            max_size=25,
-        )
-    )
     ttl_s = draw(st.one_of(st.none(), st.integers(1, 5)))
+    # Example times land on, between and beyond event times; some examples sit exactly on a row's
+    # TTL bound (or one microsecond past it) for that row's entity.
+    ttl_us = (ttl_s or 0) * S
+    times = st.one_of(st.none(), st.integers(-1, 15).map(lambda s: s * S), st.integers(-S, 15 * S))
+    pairs = [st.tuples(st.one_of(st.none(), ents), times)]
+    if rows:
+        pairs.append(
+            st.tuples(st.sampled_from(rows), st.sampled_from([0, ttl_us, ttl_us + 1])).map(
+                lambda rd: (rd[0][0], rd[0][1] + rd[1])
+            )
+        )
+    examples = draw(st.lists(st.one_of(*pairs), min_size=1, max_size=25))
     batch_rows = draw(st.integers(1, 8))
     return kind, feature_rows, examples, ttl_s, batch_rows
 
 
-@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=50, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(case=join_cases())
 def test_both_paths_equal_the_oracle(case: tuple) -> None:
     kind, rows, examples, ttl_s, batch_rows = case
@@ -321,9 +324,17 @@ def test_several_groups_custom_names_and_a_group_joined_twice(tmp_path: Path) ->
         ]
         batches = iter_joined_batches(store, ex, specs, timestamp_column="ts", separator=".")
         out = pa.Table.from_batches(list(batches))
-        assert out.column_names == ["buyer", "seller", "ad", "ts", "buyer.age", "seller.age", "ads.bid"]
+        assert out.column_names == [
+            "buyer",
+            "seller",
+            "ad",
+            "ts",
+            "buyer.age",
+            "seller.age",
+            "ads.bid",
+        ]
         assert out.column("buyer.age").to_pylist() == [30, 40, 31, None]
-        assert out.column("seller.age").to_pylist() == [40, 31, None, 31]
+        assert out.column("seller.age").to_pylist() == [40, 30, None, 31]
         assert out.column("ads.bid").to_pylist() == [0.5, 0.7, 0.5, None]
         by = {g.prefix: g for g in batches.report.groups}
         assert (by["buyer"].matched, by["buyer"].no_entity) == (3, 1)
@@ -415,7 +426,10 @@ def test_validation_reports_every_problem_before_any_work(tmp_path: Path) -> Non
             assert culprit in text, culprit
         with pytest.raises(NotFoundError) as nf:
             iter_joined_batches(
-                store, pa.table({"u": [1], "ts": [1]}), [JoinSpec("nope", "u")], timestamp_column="ts"
+                store,
+                pa.table({"u": [1], "ts": [1]}),
+                [JoinSpec("nope", "u")],
+                timestamp_column="ts",
             )
         assert nf.value.source == "nope"
         with pytest.raises(NotFoundError) as nf:
@@ -445,3 +459,31 @@ def test_output_onto_the_examples_file_is_refused(tmp_path: Path) -> None:
         with pytest.raises(InputError, match="examples file"):
             join_to_parquet(store, src, src, [JoinSpec("users", "u")], timestamp_column="ts")
         assert src.read_bytes() == before
+
+
+def test_empty_examples_empty_group_and_dictionary_ids(tmp_path: Path) -> None:
+    with FeatureStore.open(tmp_path / "s") as store:
+        write_rows(store, make_group("g", EntityIdKind.INT, None), [])  # registered, no versions
+        write_rows(store, make_group("h", EntityIdKind.INT, None), [(4, 0, 0, 9)])
+        empty = pa.table({"ent": pa.array([], pa.int64()), "t": pa.array([], pa.int64())})
+        out_path = tmp_path / "out.parquet"
+        report = join_to_parquet(
+            store, empty, out_path, [JoinSpec("g", "ent")], timestamp_column="t"
+        )
+        out = pq.read_table(out_path)
+        assert out.num_rows == 0 and report.rows == 0 and "g__rid" in out.column_names
+        ids = pa.array([4, 5, 4], pa.int64()).dictionary_encode()
+        ex = pa.table({"ent": ids, "t": pa.array([1, 1, 1], pa.int64())})
+        for strategy in (JoinStrategy.SCAN, JoinStrategy.SEEK):
+            batches = iter_joined_batches(
+                store,
+                ex,
+                [JoinSpec("g", "ent"), JoinSpec("h", "ent")],
+                timestamp_column="t",
+                strategy=strategy,
+            )
+            got = pa.Table.from_batches(list(batches))
+            assert got.column("g__rid").to_pylist() == [None, None, None]
+            assert got.column("h__rid").to_pylist() == [9, None, 9]
+            g, h = batches.report.groups
+            assert g.no_entity == 3 and (h.matched, h.no_entity) == (2, 1)
