@@ -44,12 +44,7 @@ from collections.abc import Mapping, Sequence
 import torch
 from torch.distributed._shard.sharding_spec import EnumerableShardingSpec, ShardMetadata
 from torchrec.distributed.embedding_types import EmbeddingComputeKernel
-from torchrec.distributed.sharding_plan import (
-    placement,
-    row_wise,
-    table_row_wise,
-    table_wise,
-)
+from torchrec.distributed.sharding_plan import row_wise, table_row_wise, table_wise
 from torchrec.distributed.types import (
     EmbeddingModuleShardingPlan,
     ParameterSharding,
@@ -102,7 +97,9 @@ def embedding_bag_configs(plan: ShardPlan) -> list[EmbeddingBagConfig]:
     """One TorchRec ``EmbeddingBagConfig`` per table of ``plan``, in the plan's (name) order.
 
     ``num_embeddings`` is the table's stored rows (``num_rows``: after pruning; ids reach it as
-    rows, i.e. remapped before lookup); ``feature_names`` are the features looked up in it.
+    rows, i.e. remapped before lookup); ``feature_names`` are the features looked up in it;
+    ``data_type`` follows the precision (training kernels take fp32/fp16 tables; int8/int4 tables
+    of inference plans are for TorchRec's quantized modules).
 
     Args:
         plan: The plan.
@@ -203,51 +200,75 @@ def sharding_spec_placements(ps: ParameterSharding) -> tuple[ShardSpec, ...]:
     return tuple(sorted(out, key=_shard_key))
 
 
+def _device_placements(plan: ShardPlan, device_type: str) -> dict[int, str]:
+    """Rank -> TorchRec placement string: ``rank:R/cpu``, or ``rank:R/cuda:I`` with ``I`` the
+    rank's index among its host's ranks (its local device)."""
+    local_index: dict[int, int] = {}
+    seen: dict[str, int] = {}
+    for d in plan.devices:
+        local_index[d.rank] = seen.get(d.host, 0)
+        seen[d.host] = local_index[d.rank] + 1
+    if device_type == "cpu":
+        return {r: f"rank:{r}/cpu" for r in local_index}
+    return {r: f"rank:{r}/{device_type}:{i}" for r, i in local_index.items()}
+
+
 def _table_sharding(
     t: TablePlan,
     world_size: int,
     local_size: int | None,
     device_type: str,
     compute_kernel: str,
+    placements: Mapping[int, str],
 ) -> ParameterSharding:
     """TorchRec's ParameterSharding for one table (not yet compared with the plan)."""
     st = t.sharding_type
     # TorchRec's generators read only the parameter's shape: a meta tensor allocates nothing.
     param = torch.nn.Parameter(torch.empty((t.num_rows, t.dim), device="meta"))
     sharder = CpuEmbeddingBagCollectionSharder()
+    local = local_size or world_size
     if st is ShardingType.TABLE_WISE:
         gen = table_wise(rank=t.shards[0].rank, compute_kernel=compute_kernel)
-        ps = gen(param, local_size or world_size, world_size, device_type, sharder)
+        ps = gen(param, local, world_size, device_type, sharder)
     elif st is ShardingType.ROW_WISE:
-        gen = row_wise(compute_kernel=compute_kernel)
-        ps = gen(param, local_size or world_size, world_size, device_type, sharder)
+        ps = row_wise(compute_kernel=compute_kernel)(param, local, world_size, device_type, sharder)
     elif st is ShardingType.TABLE_ROW_WISE:
-        assert local_size is not None
-        host_index = min(s.rank for s in t.shards) // local_size
-        ps = table_row_wise(host_index=host_index)(
-            param, local_size, world_size, device_type, sharder
-        )
+        host_index = min(s.rank for s in t.shards) // local
+        ps = table_row_wise(host_index=host_index)(param, local, world_size, device_type, sharder)
     else:
         # column_wise: TorchRec's column_wise() generator only splits evenly into multiples of 4
         # columns (and places uneven splits on ranks 0..n-1), so the shards are written directly.
         shards = sorted(t.shards, key=lambda s: s.col_offset)
-        spec = EnumerableShardingSpec(
-            [
-                ShardMetadata(
-                    shard_offsets=[s.row_offset, s.col_offset],
-                    shard_sizes=[s.num_rows, s.num_cols],
-                    placement=placement(device_type, s.rank, local_size or world_size),
-                )
-                for s in shards
-            ]
-        )
         ps = ParameterSharding(
             sharding_type=TorchrecShardingType.COLUMN_WISE.value,
             compute_kernel=compute_kernel,
             ranks=[s.rank for s in shards],
-            sharding_spec=spec,
+            sharding_spec=EnumerableShardingSpec(
+                [
+                    ShardMetadata(
+                        shard_offsets=[s.row_offset, s.col_offset],
+                        shard_sizes=[s.num_rows, s.num_cols],
+                        placement=f"rank:{s.rank}/cpu",
+                    )
+                    for s in shards
+                ]
+            ),
         )
-    return dataclasses.replace(ps, compute_kernel=compute_kernel)
+    spec = ps.sharding_spec
+    assert isinstance(spec, EnumerableShardingSpec)
+    # TorchRec's generators name the device cuda:<rank % local size>; use each rank's own index
+    # on its host instead (hosts of unequal size stay right).
+    fixed = EnumerableShardingSpec(
+        [
+            ShardMetadata(
+                shard_offsets=list(m.shard_offsets),
+                shard_sizes=list(m.shard_sizes),
+                placement=placements.get(_placement_rank(m), str(m.placement)),
+            )
+            for m in spec.shards
+        ]
+    )
+    return dataclasses.replace(ps, compute_kernel=compute_kernel, sharding_spec=fixed)
 
 
 def parameter_shardings(
@@ -277,10 +298,11 @@ def parameter_shardings(
     world_size = len(plan.devices)
     needs_hosts = any(t.sharding_type is ShardingType.TABLE_ROW_WISE for t in plan.tables)
     local_size = local_world_size(plan) if needs_hosts else None
+    placements = _device_placements(plan, device_type)
     out: dict[str, ParameterSharding] = {}
     problems: list[str] = []
     for t in plan.tables:
-        ps = _table_sharding(t, world_size, local_size, device_type, compute_kernel)
+        ps = _table_sharding(t, world_size, local_size, device_type, compute_kernel, placements)
         got = sharding_spec_placements(ps)
         want = tuple(sorted(t.shards, key=_shard_key))
         if got != want:

@@ -36,6 +36,9 @@ How it runs (bounded memory, two paths chosen per group):
 * Seek path (:mod:`feature_service.pit_seek`): per batch, queries sorted by (entity, time) are read
   with one iterator and monotone seeks (~6-8 us each with the decode) and put back in input
   order.
+* Snapshots (:mod:`feature_service.pit_snapshot`, opt-in with ``snapshot_dir``): scanned groups
+  are also written as ``.npy`` files validated by the store's RocksDB identity and sequence number;
+  a later join of the unchanged store, in any process, loads them instead of scanning.
 * ``JoinStrategy.AUTO`` scans a group when reading all of its versions is cheaper than seeking once
   per example still to join (the total row count is known for parquet files and tables; for a
   stream, it switches to the scan once the rows seen so far would have paid for it).
@@ -65,6 +68,7 @@ from adrank.errors import AdrankError, InputError, NotFoundError
 from adrank.formats import atomic_path
 from adrank.hashing import id_keys_from_arrow
 from feature_service.pit_seek import seek_as_of
+from feature_service.pit_snapshot import load_snapshot, save_snapshot, store_sequence
 from feature_service.pit_versions import (
     GroupVersions,
     MatchReason,
@@ -73,7 +77,6 @@ from feature_service.pit_versions import (
     gather_versions,
     match_as_of,
     scan_group_versions,
-    store_errors,
     take_columns,
 )
 from feature_service.schema import RESERVED_NAMES
@@ -177,7 +180,9 @@ class GroupJoinCounts:
         no_entity: Rows whose entity has no version in the store.
         future_only: Rows whose entity has only versions newer than the example.
         expired: Rows whose newest version at the example time is older than the TTL.
-        strategy: How the group was read: ``scan``, ``seek``, or ``seek+scan`` (switched).
+        strategy: How the group was read: ``scan`` (from RocksDB), ``memory`` (versions cached by
+            an earlier join), ``snapshot`` (loaded from a snapshot), ``seek``; two joined by ``+``
+            when it switched (``seek+scan``).
         seeks: RocksDB seeks made (seek path).
         versions_scanned: Versions read by the scan (0 when reused from a cache or not scanned).
     """
@@ -210,7 +215,8 @@ class JoinReport:
         batches: Record batches joined.
         groups: One entry per :class:`JoinSpec`, in spec order.
         elapsed_s: Wall time from the first batch read to the last one joined (seconds).
-        timings_s: Where the time went: ``read`` (examples), ``scan`` (group scans), ``match``
+        timings_s: Where the time went: ``read`` (examples), ``scan`` (group scans, snapshot
+            loads and writes, cache checks), ``match``
             (as-of matching and seeks), ``gather`` (feature columns to Arrow), ``write`` (parquet
             output, :func:`join_to_parquet` only).
     """
@@ -232,19 +238,33 @@ class VersionCache:
 
     Pass one cache to several joins (e.g. one per training epoch) to scan each group once. An entry
     is reused only while the store's RocksDB sequence number is unchanged (any write invalidates
-    it) and its group schema is the same. Thread-safe: entries are immutable and the index is
-    guarded by a lock.
+    it) and its group schema is the same. With a ``directory``, every group scanned is also written
+    there as a snapshot (:mod:`feature_service.pit_snapshot`), and a cache that misses loads a
+    valid snapshot instead of scanning: a new process joining an unchanged store reads files
+    instead of RocksDB. Thread-safe: entries are immutable and the index is guarded by a lock.
 
     Args:
         budget_bytes: Most bytes of decoded versions held at once (all groups together).
+        directory: Snapshot directory (created on first write), or None for memory only.
     """
 
-    def __init__(self, budget_bytes: int = DEFAULT_JOIN_MEMORY_BYTES) -> None:
+    def __init__(
+        self,
+        budget_bytes: int = DEFAULT_JOIN_MEMORY_BYTES,
+        directory: str | os.PathLike[str] | None = None,
+    ) -> None:
         if budget_bytes < 0:
             raise InputError(
                 f"memory budget must be >= 0 bytes, found {budget_bytes}", source="budget_bytes"
             )
+        if directory is not None and Path(directory).exists() and not Path(directory).is_dir():
+            raise InputError(
+                "snapshot directory exists and is not a directory",
+                source=str(directory),
+                hint="pass a directory path (created if missing)",
+            )
         self.budget_bytes = int(budget_bytes)
+        self.directory = None if directory is None else Path(directory)
         self._entries: dict[tuple[str, str], GroupVersions] = {}
         self._lock = threading.Lock()
 
@@ -258,33 +278,51 @@ class VersionCache:
         return sum(v.nbytes for v in self._entries.values())
 
     def clear(self) -> None:
-        """Drop every entry."""
+        """Drop every entry held in memory (snapshots on disk stay)."""
         with self._lock:
             self._entries.clear()
 
     def get(self, store: FeatureStore, group: str, features: Sequence[str]) -> GroupVersions | None:
-        """A valid cached copy holding at least ``features``, or None (a stale entry is dropped)."""
+        """A valid copy holding at least ``features``, from memory or (loaded into memory) from a
+        snapshot, or None. A stale entry is dropped."""
+        return self.lookup(store, group, features)[0]
+
+    def lookup(
+        self, store: FeatureStore, group: str, features: Sequence[str]
+    ) -> tuple[GroupVersions | None, str]:
+        """:meth:`get`, also saying where the copy came from: ``memory``, ``snapshot`` or ``""``
+        (none)."""
         key = (store.path, group)
         with self._lock:
             entry = self._entries.get(key)
-        if entry is None:
-            return None
-        with store_errors("read the store's sequence number", store.path):
-            sequence = int(store._require_open().latest_sequence_number())
-        if (
-            entry.sequence != sequence
-            or entry.group != store.group(group)
-            or not set(features) <= set(entry.features)
-        ):
+        if entry is not None:
+            if (
+                entry.sequence == store_sequence(store)
+                and entry.group == store.group(group)
+                and set(features) <= set(entry.features)
+            ):
+                return entry, "memory"
             with self._lock:
                 if self._entries.get(key) is entry:
                     del self._entries[key]
-            return None
-        return entry
+        if self.directory is None:
+            return None, ""
+        loaded = load_snapshot(self.directory, store, group, tuple(features))
+        if loaded is None or not self._keep(key, loaded):
+            return None, ""
+        return loaded, "snapshot"
 
     def put(self, store: FeatureStore, versions: GroupVersions) -> bool:
-        """Keep ``versions`` if they fit the remaining budget; return whether they were kept."""
+        """Keep ``versions`` if they fit the remaining budget (and write their snapshot when the
+        cache has a directory); return whether they were kept in memory."""
         key = (store.path, versions.group.name)
+        if not self._keep(key, versions):
+            return False
+        if self.directory is not None:
+            save_snapshot(self.directory, store, versions)
+        return True
+
+    def _keep(self, key: tuple[str, str], versions: GroupVersions) -> bool:
         with self._lock:
             self._entries.pop(key, None)
             if self._used() + versions.nbytes > self.budget_bytes:
@@ -606,6 +644,7 @@ class _Joiner:
             self.features_by_group[r.spec.group] = have + extra
         self.num_versions: dict[str, int] = {}
         self.buffers: dict[int, np.ndarray] = {}
+        self.sources: dict[str, str] = {}  # group -> scan, memory or snapshot
 
     # -- strategy
 
@@ -620,20 +659,22 @@ class _Joiner:
         return v * _SCAN_US_PER_VERSION <= rows_ahead * _SEEK_US_PER_ROW
 
     def _plan(self, rows_ahead: int) -> None:
-        """Load (scan or reuse from the cache) every undecided group worth scanning."""
+        """Load (scan, or reuse from the cache or a snapshot) every undecided group worth it."""
+        start = time.perf_counter()
         todo = []
         for group, feats in self.features_by_group.items():
             if group in self.versions:
                 continue
-            cached = self.cache.get(self.store, group, feats)
+            cached, source = self.cache.lookup(self.store, group, feats)
             if cached is not None:
                 self.versions[group] = cached
+                self.sources[group] = source
                 continue
             if self._want_scan(group, rows_ahead):
                 todo.append(group)
         if not todo:
+            self.timings["scan"] += time.perf_counter() - start
             return
-        start = time.perf_counter()
         budget = self.cache.remaining_bytes()
         fits = []
         for group in todo:
@@ -664,6 +705,7 @@ class _Joiner:
                 self._over_budget(group, None if versions is None else versions.nbytes)
                 continue
             self.versions[group] = versions
+            self.sources[group] = "scan"
             self.scanned[group] = versions.num_versions
         self.timings["scan"] += time.perf_counter() - start
 
@@ -722,7 +764,7 @@ class _Joiner:
                 row, reason, records = match_as_of(versions, keys, times, ok, out=buf)
                 tg = time.perf_counter()
                 gathered, event_us = gather_versions(versions, row, records)
-                self.paths[i].add("scan")
+                self.paths[i].add(self.sources.get(spec.group, "scan"))
             else:
                 res = seek_as_of(self.store, spec.group, names, keys, times, ok)
                 row, reason = res.row, res.reason
@@ -749,7 +791,8 @@ class _Joiner:
         for i, r in enumerate(self.resolved):
             c = self.counts[i].tolist()
             path = self.paths[i]
-            strategy = "+".join(p for p in ("seek", "scan") if p in path) or "none"
+            order = ("seek", "scan", "memory", "snapshot")
+            strategy = "+".join(p for p in order if p in path) or "none"
             groups.append(
                 GroupJoinCounts(
                     group=r.spec.group,
@@ -832,6 +875,7 @@ def iter_joined_batches(
     strategy: JoinStrategy = JoinStrategy.AUTO,
     cache: VersionCache | None = None,
     memory_budget_bytes: int = DEFAULT_JOIN_MEMORY_BYTES,
+    snapshot_dir: str | os.PathLike[str] | None = None,
 ) -> JoinedBatches:
     """Join examples with feature groups point-in-time, yielding Arrow record batches.
 
@@ -850,8 +894,11 @@ def iter_joined_batches(
         include_event_ts: Add ``<prefix><separator>event_ts`` per spec.
         strategy: How groups are read.
         cache: Decoded versions to reuse and fill (pass the same one to later joins); default: a
-            new cache with ``memory_budget_bytes``.
-        memory_budget_bytes: Budget of the default cache (ignored when ``cache`` is given).
+            new cache with ``memory_budget_bytes`` and ``snapshot_dir``.
+        memory_budget_bytes: Budget of the default cache (not allowed with ``cache``).
+        snapshot_dir: Snapshot directory of the default cache (not allowed with ``cache``): groups
+            scanned are written there, and later joins of the unchanged store load them instead
+            of scanning (see :mod:`feature_service.pit_snapshot`).
 
     Returns:
         The iterator of joined batches, with ``schema`` and ``report``.
@@ -870,6 +917,16 @@ def iter_joined_batches(
             f"{timestamp_unit!r}",
             source="timestamp_unit",
         )
+    if cache is not None and (
+        snapshot_dir is not None or memory_budget_bytes != DEFAULT_JOIN_MEMORY_BYTES
+    ):
+        raise InputError(
+            "pass either a cache or memory_budget_bytes / snapshot_dir, not both",
+            source="cache",
+            hint="give the VersionCache its budget and directory",
+        )
+    if cache is None:
+        cache = VersionCache(memory_budget_bytes, snapshot_dir)
     source = _open_examples(examples, batch_rows)
     resolved = _resolve(store, source, specs, timestamp_column, separator, include_event_ts)
     schema = _output_schema(source.schema, resolved)
@@ -879,7 +936,7 @@ def iter_joined_batches(
         timestamp_column=timestamp_column,
         timestamp_unit=timestamp_unit,
         strategy=strategy,
-        cache=cache if cache is not None else VersionCache(memory_budget_bytes),
+        cache=cache,
         expected_rows=source.num_rows,
         source_name=source.name,
     )
@@ -900,6 +957,7 @@ def join_to_parquet(
     strategy: JoinStrategy = JoinStrategy.AUTO,
     cache: VersionCache | None = None,
     memory_budget_bytes: int = DEFAULT_JOIN_MEMORY_BYTES,
+    snapshot_dir: str | os.PathLike[str] | None = None,
     compression: str = "snappy",
     progress: Callable[[int], None] | None = None,
 ) -> JoinReport:
@@ -914,7 +972,7 @@ def join_to_parquet(
         examples: Parquet path, Arrow table or record batch reader.
         output: Output parquet path (must not be the examples file).
         specs, timestamp_column, timestamp_unit, batch_rows, separator, include_event_ts, strategy,
-            cache, memory_budget_bytes: As for :func:`iter_joined_batches`.
+            cache, memory_budget_bytes, snapshot_dir: As for :func:`iter_joined_batches`.
         compression: Parquet compression codec.
         progress: Called with the number of example rows after each batch is written.
 
@@ -946,6 +1004,7 @@ def join_to_parquet(
         strategy=strategy,
         cache=cache,
         memory_budget_bytes=memory_budget_bytes,
+        snapshot_dir=snapshot_dir,
     )
     start = time.perf_counter()
     write_s = 0.0

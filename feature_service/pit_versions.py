@@ -51,6 +51,7 @@ __all__ = [
     "SCAN_CHUNK_VERSIONS",
     "MatchReason",
     "GroupVersions",
+    "record_dtype",
     "build_versions",
     "scan_group_versions",
     "estimate_versions",
@@ -117,7 +118,7 @@ def _latest_cf(store: FeatureStore, group: str) -> Any:
     return store._handles(group).latest
 
 
-def _record_dtype(specs: Sequence[FeatureSpec]) -> tuple[np.dtype[Any], dict[str, int]]:
+def record_dtype(specs: Sequence[FeatureSpec]) -> tuple[np.dtype[Any], dict[str, int]]:
     """Record of the fixed-width features: ``event`` then per feature i a value ``v<i>`` and a
     validity byte ``m<i>``, packed and padded to whole 8-byte words; also the index i of each
     fixed-width feature by name."""
@@ -385,7 +386,7 @@ def build_versions(
     starts = np.append(np.flatnonzero(first), ents.shape[0]).astype(np.int64)
     uniq = ents[first]
     specs = tuple(group.feature(f) for f in features)
-    dtype, index = _record_dtype(specs)
+    dtype, index = record_dtype(specs)
     records = np.zeros(ents.shape[0], dtype=dtype)
     records["event"] = event_us
     for name, i in index.items():

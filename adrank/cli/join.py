@@ -140,6 +140,12 @@ def register(subparsers: Any) -> argparse.ArgumentParser:
         help=f"memory for scanned groups' versions (default {_DEFAULT_MEMORY}); groups that do "
         "not fit are read by seeks",
     )
+    p.add_argument(
+        "--snapshot-dir",
+        metavar="DIR",
+        help="keep snapshots of scanned groups here: a later join of the unchanged store loads "
+        "them instead of scanning RocksDB (any write to the store invalidates them)",
+    )
     return p
 
 
@@ -212,6 +218,7 @@ def run(args: argparse.Namespace) -> int:
             include_event_ts=args.event_ts,
             strategy=JoinStrategy(args.strategy),
             memory_budget_bytes=args.memory_budget,
+            snapshot_dir=args.snapshot_dir,
             progress=progress,
         )
     print(

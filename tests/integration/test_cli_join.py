@@ -202,3 +202,30 @@ def test_failure_mid_stream_leaves_no_partial_output(
     assert rc == 2
     assert "'ts', row 250" in capsys.readouterr().err
     assert out.read_bytes() == b"previous result" and leftovers(tmp_path) == []
+
+
+def test_snapshot_dir_makes_a_second_join_load_instead_of_scan(
+    world: tuple[Path, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    impressions, store = world
+    snaps = tmp_path / "snaps"
+    outs = [tmp_path / "a.parquet", tmp_path / "b.parquet"]
+    for out, how in zip(outs, ("(scan)", "(snapshot)"), strict=True):
+        rc = main(
+            join_args(
+                store,
+                impressions,
+                out,
+                "--groups",
+                "user=user_id,ad=ad_id",
+                "--snapshot-dir",
+                str(snaps),
+                "--strategy",
+                "scan",
+            )
+        )
+        assert rc == 0
+        text = capsys.readouterr().out
+        assert f"user on user_id -> user__* {how}" in text and f"ad on ad_id -> ad__* {how}" in text
+    assert pq.read_table(outs[0]).equals(pq.read_table(outs[1]))
+    assert sorted(p.parent.name for p in snaps.glob("*/*/meta.json")) == ["ad", "user"]

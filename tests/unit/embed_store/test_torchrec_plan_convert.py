@@ -90,6 +90,13 @@ def test_sharding_plan_places_exactly_the_plans_shards() -> None:
     assert [str(m.placement) for m in cw.sharding_spec.shards] == ["rank:2/cpu", "rank:0/cpu"]
 
 
+def test_cuda_placements_use_the_device_index_on_the_host() -> None:
+    module_plan = torchrec_sharding_plan(_plan(), device_type="cuda").plan[""]
+    assert [str(m.placement) for m in module_plan["t_tw"].sharding_spec.shards] == ["rank:3/cuda:1"]
+    rw = [str(m.placement) for m in module_plan["t_rw"].sharding_spec.shards]
+    assert rw == ["rank:0/cuda:0", "rank:1/cuda:1", "rank:2/cuda:0", "rank:3/cuda:1"]
+
+
 def test_local_world_size_and_bad_hosts() -> None:
     assert local_world_size(_plan()) == 2
     plan = _plan()

@@ -380,6 +380,7 @@ def test_cache_is_reused_across_joins_and_invalidated_by_a_write(tmp_path: Path)
         assert report.groups[0].versions_scanned == 1 and cache.used_bytes > 0
         out, report = run_join(store, ex, JoinStrategy.SCAN, 10, cache=cache)
         assert report.groups[0].versions_scanned == 0  # served from the cache
+        assert report.groups[0].strategy == "memory"
         write_rows(store, g, [(1, S, 0, 7)])
         out, report = run_join(store, ex, JoinStrategy.SCAN, 10, cache=cache)
         assert report.groups[0].versions_scanned == 2
