@@ -25,8 +25,7 @@ from adrank.idmap import id_keys_to_hashed, load_dedicated_keys
 from adrank.types import FeatureSlot, ShardPlan, TablePlan
 from pruning import kernels as K
 from pruning.types import NEVER_ACCESSED_S, AccessCounts
-from sharding_planner import StatsConfig
-from sharding_planner.stats.inputs import plan_inputs
+from sharding_planner import StatsConfig, plan_inputs
 
 __all__ = [
     "access_counts_from_hashed",

@@ -12,6 +12,7 @@ from sharding_planner.partitioners import GreedyCostPartitioner
 from sharding_planner.planner import plan_shards
 from sharding_planner.report import explain_feature, write_plan_dir
 from sharding_planner.stats import compute_stats, merge_stats, read_stats, write_stats
+from sharding_planner.stats.inputs import plan_inputs
 from sharding_planner.topology import read_topology, uniform_topology
 from sharding_planner.types import (
     Allocation,
@@ -66,6 +67,7 @@ __all__ = [
     "compute_stats",
     "explain_feature",
     "load_plan_inputs",
+    "plan_inputs",
     "merge_stats",
     "plan_shards",
     "read_stats",
