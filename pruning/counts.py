@@ -22,6 +22,7 @@ from adrank.constants import DEFAULT_BATCH_ROWS
 from adrank.errors import InputError, NotFoundError
 from adrank.hashing import id_keys_from_arrow
 from adrank.idmap import id_keys_to_hashed, load_dedicated_keys
+from adrank.timecols import epoch_seconds
 from adrank.types import FeatureSlot, ShardPlan, TablePlan
 from pruning import kernels as K
 from pruning.types import NEVER_ACCESSED_S, AccessCounts
@@ -35,8 +36,6 @@ __all__ = [
 ]
 
 logger = logging.getLogger(__name__)
-
-_SECONDS_PER_UNIT = {"s": 1, "ms": 1_000, "us": 1_000_000, "ns": 1_000_000_000}
 
 
 def empty_access_counts(table: str, hashed_rows: int) -> AccessCounts:
@@ -302,29 +301,8 @@ def _batches(
 
 
 def _epoch_seconds(arr: pa.Array, path: Path, column: str) -> np.ndarray:
-    """Epoch seconds (floored) per row; int64 min for null times."""
-    t = arr.type
-    try:
-        if pa.types.is_timestamp(t):
-            raw, per, mult = arr.cast(pa.int64()), _SECONDS_PER_UNIT[t.unit], 1
-        elif pa.types.is_date32(t):
-            raw, per, mult = arr.cast(pa.int32()).cast(pa.int64()), 1, 86_400
-        elif pa.types.is_date64(t):
-            raw, per, mult = arr.cast(pa.int64()), 1_000, 1
-        else:
-            raw, per, mult = arr.cast(pa.int64()), 1, 1
-        values = np.array(pc.fill_null(raw, 0).to_numpy(zero_copy_only=False), dtype=np.int64)
-        nulls = np.asarray(raw.is_null().to_numpy(zero_copy_only=False)) if raw.null_count else None
-    except (pa.ArrowException, KeyError) as exc:
-        raise InputError(
-            f"cannot convert timestamps of type {t} to epoch seconds: {exc}",
-            source=f"{path}:{column}",
-            hint="store event time as a timestamp, a date or integer epoch seconds",
-        ) from exc
-    if per != 1:
-        values = np.floor_divide(values, per)
-    elif mult != 1:
-        values = values * mult
+    """Epoch seconds (floored) per row; NEVER_ACCESSED_S for null times."""
+    values, nulls = epoch_seconds(arr, source=f"{path}:{column}")
     if nulls is not None:
         values[nulls] = NEVER_ACCESSED_S
     return values

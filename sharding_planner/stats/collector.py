@@ -34,6 +34,7 @@ import pyarrow.parquet as pq
 from adrank.errors import InputError
 from adrank.formats import fingerprint
 from adrank.hashing import id_keys_from_arrow
+from adrank.timecols import epoch_seconds
 from sharding_planner.stats import kernels as K
 from sharding_planner.stats.inputs import FeatureColumn, InputFile, plan_inputs
 from sharding_planner.stats.sketches import FeatureSketch
@@ -51,7 +52,6 @@ __all__ = ["compute_stats", "inputs_fingerprint", "report_from_sketches"]
 logger = logging.getLogger(__name__)
 
 _PREFETCH = 2
-_SECONDS_PER_UNIT = {"s": 1, "ms": 1_000, "us": 1_000_000, "ns": 1_000_000_000}
 
 
 class _Batch:
@@ -214,7 +214,9 @@ def _read_batches(f: InputFile, batch_rows: int, read_s: list[float]) -> Iterato
                     read_s[0] += time.perf_counter() - t0
                     return
                 if f.timestamp_column is not None:
-                    ts, lo, hi = _timestamps(data.column(f.timestamp_column))
+                    ts, lo, hi = _timestamps(
+                        data.column(f.timestamp_column), f"{f.path}:{f.timestamp_column}"
+                    )
                 else:
                     ts, lo, hi = None, None, None
                 read_s[0] += time.perf_counter() - t0
@@ -227,25 +229,10 @@ def _read_batches(f: InputFile, batch_rows: int, read_s: list[float]) -> Iterato
         ) from exc
 
 
-def _timestamps(arr: pa.Array) -> tuple[np.ndarray, int | None, int | None]:
+def _timestamps(arr: pa.Array, source: str) -> tuple[np.ndarray, int | None, int | None]:
     """Epoch seconds (floored) per row, ``NO_TS`` for nulls, and the min/max known value."""
-    t = arr.type
-    if pa.types.is_timestamp(t):
-        raw, per, mult = arr.cast(pa.int64()), _SECONDS_PER_UNIT[t.unit], 1
-    elif pa.types.is_date32(t):
-        raw, per, mult = arr.cast(pa.int32()).cast(pa.int64()), 1, 86_400
-    elif pa.types.is_date64(t):
-        raw, per, mult = arr.cast(pa.int64()), 1_000, 1
-    else:
-        raw, per, mult = arr.cast(pa.int64()), 1, 1
-    values = np.asarray(pc.fill_null(raw, 0).to_numpy(zero_copy_only=False), dtype=np.int64)
-    if per != 1:
-        values = np.floor_divide(values, per)
-    elif mult != 1:
-        values = values * mult
-    if raw.null_count:
-        nulls = np.asarray(raw.is_null().to_numpy(zero_copy_only=False))
-        values = values.copy() if not values.flags.writeable else values
+    values, nulls = epoch_seconds(arr, source=source)
+    if nulls is not None:
         values[nulls] = K.NO_TS
         known = values[~nulls]
     else:

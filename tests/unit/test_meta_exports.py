@@ -16,6 +16,7 @@ PUBLIC_MODULES = (
     "adrank.hashing",
     "adrank.idmap",
     "adrank.planfile",
+    "adrank.timecols",
     "adrank.types",
     "sharding_planner",
     "pruning",
