@@ -29,6 +29,7 @@ _SUBCOMMANDS: tuple[tuple[str, str], ...] = (
     ("import", "import_cmd"),
     ("stats", "stats"),
     ("plan", "plan"),
+    ("prune", "prune"),
     ("ingest", "ingest"),
     ("join", "join"),
     ("serve-features", "serve_features"),

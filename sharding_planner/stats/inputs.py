@@ -309,7 +309,9 @@ def plan_inputs(paths: Sequence[str | os.PathLike[str]], config: StatsConfig) ->
         for name in config.features:
             lacking = [str(f.path) for f in planned if name not in {c.name for c in f.features}]
             if name in kinds and lacking:
-                logger.warning(
+                # INFO, not WARNING: request-structured logs keep request- and impression-level
+                # features in different files, so a feature missing from some files is normal.
+                logger.info(
                     "feature %s is not in %s; its rows and coverage count only the files that "
                     "have it",
                     name,
