@@ -84,15 +84,16 @@ def run(args: argparse.Namespace) -> int:
         raise InputError.from_problems(problems)
     plan = read_plan(args.plan)
 
-    def count(**window: int | None) -> dict[str, Any]:
+    def count(start_s: int | None = None, end_s: int | None = None) -> dict[str, Any]:
         with progress_bar(None, "counting", "rows", quiet=args.quiet) as progress:
             return count_accesses(
                 plan,
                 args.logs,
                 plan_dir=args.plan,
                 timestamp_column=args.timestamp_column,
+                start_s=start_s,
+                end_s=end_s,
                 progress=progress,
-                **window,
             )
 
     cut_s = None
