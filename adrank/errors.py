@@ -15,11 +15,13 @@ import enum
 
 __all__ = [
     "AdrankError",
+    "DeadlineExceededError",
     "InputError",
     "NotFoundError",
     "PlanError",
     "PlanErrorKind",
     "StoreError",
+    "UnauthenticatedError",
     "EXIT_OK",
     "EXIT_RUNTIME",
     "EXIT_USAGE",
@@ -134,3 +136,16 @@ class StoreError(AdrankError):
 
     grpc_code_name = "UNAVAILABLE"
     exit_code = EXIT_RUNTIME
+
+
+class DeadlineExceededError(StoreError):
+    """A call's deadline passed before the server answered (retry with a longer deadline)."""
+
+    grpc_code_name = "DEADLINE_EXCEEDED"
+
+
+class UnauthenticatedError(AdrankError):
+    """A server refused the call's credentials (missing or wrong token)."""
+
+    grpc_code_name = "UNAUTHENTICATED"
+    exit_code = EXIT_USAGE

@@ -10,8 +10,8 @@ Online serving over gRPC: :func:`build_server` (``adrank serve-features``) runs 
 over a read-only store; :class:`FeatureClient` returns the same frames the store returns.
 """
 
+from adrank.errors import DeadlineExceededError, UnauthenticatedError
 from feature_service.client import FeatureClient
-from feature_service.convert import DeadlineExceededError, UnauthenticatedError
 from feature_service.ingest import DEFAULT_INGEST_BATCH_ROWS, infer_group, ingest_parquet
 from feature_service.pit_join import (
     DEFAULT_JOIN_BATCH_ROWS,

@@ -30,15 +30,16 @@ from typing import Any, cast
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from adrank.errors import InputError, NotFoundError, StoreError
-from feature_service import convert
-from feature_service.auth import bearer_metadata
-from feature_service.convert import (
+from adrank.errors import (
     DeadlineExceededError,
-    EntityIdsLike,
-    ReadTime,
+    InputError,
+    NotFoundError,
+    StoreError,
     UnauthenticatedError,
 )
+from feature_service import convert
+from feature_service.auth import bearer_metadata
+from feature_service.convert import EntityIdsLike, ReadTime
 from feature_service.interceptors import HINT_METADATA_KEY, SOURCE_METADATA_KEY
 from feature_service.pb.v1 import feature_store_pb2_grpc as pb_grpc
 from feature_service.types import FeatureFrame, RequestFeatures

@@ -18,7 +18,7 @@ from typing import Any, cast
 
 import numpy as np
 
-from adrank.errors import EXIT_USAGE, AdrankError, InputError, StoreError
+from adrank.errors import InputError, StoreError
 from feature_service.pb.v1 import feature_store_pb2 as pb
 from feature_service.types import (
     Dtype,
@@ -31,8 +31,6 @@ from feature_service.types import (
 )
 
 __all__ = [
-    "DeadlineExceededError",
-    "UnauthenticatedError",
     "ReadTime",
     "EntityIdsLike",
     "ids_to_proto",
@@ -52,19 +50,6 @@ __all__ = [
 
 EntityIdsLike = Sequence[int] | Sequence[str] | np.ndarray
 """Raw entity ids as callers pass them: ints (or an integer array) or strings."""
-
-
-class DeadlineExceededError(StoreError):
-    """The call's deadline passed before the server answered (retry with a longer deadline)."""
-
-    grpc_code_name = "DEADLINE_EXCEEDED"
-
-
-class UnauthenticatedError(AdrankError):
-    """The server refused the call's credentials (missing or wrong token)."""
-
-    grpc_code_name = "UNAUTHENTICATED"
-    exit_code = EXIT_USAGE
 
 
 @dataclass(frozen=True, slots=True)

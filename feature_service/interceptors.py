@@ -22,8 +22,7 @@ from typing import Any
 
 import grpc
 
-from adrank.errors import AdrankError
-from feature_service.convert import DeadlineExceededError
+from adrank.errors import AdrankError, DeadlineExceededError
 
 __all__ = ["ErrorMappingInterceptor", "SOURCE_METADATA_KEY", "HINT_METADATA_KEY", "status_code_of"]
 

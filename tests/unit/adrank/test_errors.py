@@ -38,3 +38,12 @@ def test_from_problems_lists_every_problem() -> None:
 def test_from_problems_single_is_identity() -> None:
     only = InputError("one")
     assert InputError.from_problems([only]) is only
+
+
+def test_transport_errors_map_to_their_status_codes() -> None:
+    from adrank.errors import DeadlineExceededError, UnauthenticatedError
+
+    assert DeadlineExceededError("x").grpc_code_name == "DEADLINE_EXCEEDED"
+    assert isinstance(DeadlineExceededError("x"), StoreError)  # a retryable runtime failure
+    assert UnauthenticatedError("x").grpc_code_name == "UNAUTHENTICATED"
+    assert UnauthenticatedError("x").exit_code == EXIT_USAGE
