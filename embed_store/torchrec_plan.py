@@ -23,6 +23,14 @@ table_row_wise  the same layout over the ``L`` ranks of one host, hosts being co
                 of ``L = LOCAL_WORLD_SIZE`` ranks (TorchRec's host index is ``rank // L``)
 ==============  ==============================================================================
 
+Uneven row-wise splits (adrank's planner spreads remainder rows one per rank, or splits by free
+memory) are refused even though ``row_wise(sizes_placement=(sizes, device))`` builds such a
+``ParameterSharding``: TorchRec 1.8's training input dist (``RwSparseFeaturesDist``) ignores the
+shard sizes and sends id ``i`` to rank ``i // B`` (``B = ceil(num_rows / world_size)``) as local
+row ``i % B``. On 2 gloo ranks, a 10-row table split 7+3 (or 3+7) looked up wrong rows for ids
+5..9 (3..9), and FBGEMM's bounds check clamped out-of-range local rows to 0; only the inference
+dist (``InferRwSparseFeaturesDist``, compute kernel "quant") reads the shard offsets.
+
 Two TorchRec 1.8 / FBGEMM 1.8 runtime limits are refused as well (both found by the multi-process
 parity test):
 
@@ -309,6 +317,7 @@ def parameter_shardings(
             problems.append(
                 f"table {t.name!r} ({t.sharding_type.value}, {t.num_rows} rows x {t.dim}): the "
                 f"plan has shards {_fmt(want)}, TorchRec would place {_fmt(got)}"
+                + _row_routing_note(t, world_size, local_size)
             )
             continue
         out[t.name] = ps
@@ -316,6 +325,22 @@ def parameter_shardings(
     if problems:
         raise _mismatch(problems, source)
     return out
+
+
+def _row_routing_note(t: TablePlan, world_size: int, local_size: int | None) -> str:
+    """Why an uneven row split cannot be expressed ("" for other sharding types)."""
+    if t.sharding_type is ShardingType.ROW_WISE:
+        ranks = world_size
+    elif t.sharding_type is ShardingType.TABLE_ROW_WISE:
+        ranks = local_size or world_size
+    else:
+        return ""
+    block = -(-t.num_rows // ranks)
+    return (
+        f"; TorchRec's training runtime sends row i to the {ranks} ranks by blocks of "
+        f"ceil({t.num_rows} / {ranks}) = {block} rows whatever the shard sizes, so another split "
+        "would look up wrong rows"
+    )
 
 
 def _runtime_limit_problems(

@@ -138,6 +138,49 @@ def test_row_wise_that_torchrec_cannot_express_is_a_plan_mismatch() -> None:
         parameter_shardings(subset)
 
 
+@pytest.mark.parametrize(
+    "shards",
+    [
+        [(0, 0, 7, 0, 8), (1, 7, 3, 0, 8)],
+        [(0, 0, 3, 0, 8), (1, 3, 7, 0, 8)],
+        # Shards listed out of rank order: still refused, not reordered into TorchRec's layout.
+        [(1, 0, 7, 0, 8), (0, 7, 3, 0, 8)],
+    ],
+)
+def test_uneven_row_wise_split_is_refused_with_the_routing_reason(shards) -> None:
+    # TorchRec 1.8's training input dist routes ids by blocks of ceil(10 / 2) = 5 rows whatever
+    # the shard sizes (a 2-rank gloo run of 7+3 looked up wrong rows), so the split is refused.
+    plan = _rw_plan(shards, world=2)
+    with pytest.raises(PlanError) as e:
+        torchrec_sharding_plan(plan)
+    assert e.value.kind is PlanErrorKind.PLAN_MISMATCH
+    assert "'t_rw'" in str(e.value) and "ceil(10 / 2) = 5" in str(e.value)
+    # TorchRec's own 5 + 5 split of the same table converts with exact placements.
+    even = _rw_plan([(0, 0, 5, 0, 8), (1, 5, 5, 0, 8)], world=2)
+    got = sharding_spec_placements(parameter_shardings(even)["t_rw"])
+    assert got == (ShardSpec(0, 0, 5, 0, 8), ShardSpec(1, 5, 5, 0, 8))
+
+
+def test_uneven_table_row_wise_split_names_the_host_block() -> None:
+    plan = make_plan(
+        [
+            table(
+                "t_twrw",
+                [feature("e", 1, 5)],
+                5,
+                4,
+                ST.TABLE_ROW_WISE,
+                [(2, 0, 2, 0, 4), (3, 2, 3, 0, 4)],
+            )
+        ],
+        4,
+        ranks_per_host=2,
+    )
+    with pytest.raises(PlanError) as e:
+        parameter_shardings(plan)
+    assert "'t_twrw'" in str(e.value) and "ceil(5 / 2) = 3" in str(e.value)
+
+
 def test_row_wise_mean_beside_table_wise_is_refused() -> None:
     plan = make_plan(
         [
