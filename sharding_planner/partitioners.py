@@ -35,7 +35,12 @@ from adrank.types import (
     shard_memory_bytes,
 )
 from sharding_planner.costs import shard_cost_ms
-from sharding_planner.placement import choose_sharding, split_cols, split_rows
+from sharding_planner.placement import (
+    choose_sharding,
+    split_cols,
+    split_rows,
+    split_rows_in_blocks,
+)
 from sharding_planner.types import Placement, PlannerConfig, TableDraft
 
 __all__ = ["GreedyCostPartitioner", "insufficient_memory_error"]
@@ -148,7 +153,17 @@ class GreedyCostPartitioner:
         def place_rows(d: TableDraft, st: ShardingType, ranks: tuple[int, ...]) -> None:
             rows = d.pruned.num_rows
             dim = d.pruned.table.dim
-            counts = split_rows(rows, [max(0, devices[r].memory_bytes - used[r]) for r in ranks])
+            # TorchRec's block split when every rank has room for its block (its training
+            # runtime can only serve that split); otherwise split by free memory.
+            counts = split_rows_in_blocks(rows, len(ranks))
+            if any(
+                used[r] + nbytes(d, n, dim) > devices[r].memory_bytes
+                for r, n in zip(ranks, counts, strict=True)
+                if n
+            ):
+                counts = split_rows(
+                    rows, [max(0, devices[r].memory_bytes - used[r]) for r in ranks]
+                )
             offset = 0
             for r, n in zip(ranks, counts, strict=True):
                 if n == 0:

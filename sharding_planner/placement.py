@@ -23,7 +23,7 @@ import math
 from adrank.types import Precision, ShardingType, Topology
 from sharding_planner.types import PlannerConfig, TableDraft
 
-__all__ = ["choose_sharding", "split_cols", "split_rows"]
+__all__ = ["choose_sharding", "split_cols", "split_rows", "split_rows_in_blocks"]
 
 
 def split_rows(num_rows: int, weights: list[float]) -> list[int]:
@@ -41,6 +41,26 @@ def split_rows(num_rows: int, weights: list[float]) -> list[int]:
     order = sorted(range(len(weights)), key=lambda i: (-(exact[i] - counts[i]), i))
     for i in order[:short]:
         counts[i] += 1
+    return counts
+
+
+def split_rows_in_blocks(num_rows: int, k: int) -> list[int]:
+    """TorchRec's row-wise split: ``ceil(num_rows / k)`` rows per rank, the remainder on the last.
+
+    TorchRec's training input distribution routes id ``i`` to rank ``i // ceil(rows / k)``
+    whatever the shard sizes say, so only this split can be served by its sharded runtime
+    (see embed_store/torchrec_plan.py). Trailing ranks may get 0 rows.
+
+    Returns:
+        ``k`` counts summing to ``num_rows``.
+    """
+    block = -(-num_rows // k) if k else 0
+    counts = []
+    left = num_rows
+    for _ in range(k):
+        n = min(block, left)
+        counts.append(n)
+        left -= n
     return counts
 
 

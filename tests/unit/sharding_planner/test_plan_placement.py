@@ -22,7 +22,7 @@ from adrank.types import (
     Topology,
 )
 from sharding_planner.partitioners import GreedyCostPartitioner
-from sharding_planner.placement import split_cols, split_rows
+from sharding_planner.placement import split_cols, split_rows, split_rows_in_blocks
 from sharding_planner.topology import uniform_topology
 from sharding_planner.types import (
     MergedTable,
@@ -125,13 +125,32 @@ def test_table_row_wise_stays_on_one_host() -> None:
     assert [(s.rank, s.num_rows) for s in t.shards] == [(0, 50), (1, 50)]
 
 
-def test_big_table_is_row_wise_in_proportion_to_free_memory() -> None:
+def test_big_table_is_row_wise_in_torchrec_blocks_when_they_fit() -> None:
+    # TorchRec's training runtime routes id i to rank i // ceil(rows / ranks): only that split
+    # can be served, so it wins whenever every rank has room for its block.
     topo = Topology(devices=(DeviceSpec(0, "h", 30_000), DeviceSpec(1, "h", 10_000)))
     placement = GreedyCostPartitioner().partition((_draft("big", 1_000, 4),), topo, FP32_ALIGN1)
     t = _plan(placement).tables[0]
     assert t.sharding_type is ShardingType.ROW_WISE
-    assert [(s.rank, s.num_rows) for s in t.shards] == [(0, 750), (1, 250)]
-    assert [d.used_bytes for d in placement.devices] == [12_000, 4_000]
+    assert [(s.rank, s.row_offset, s.num_rows) for s in t.shards] == [(0, 0, 500), (1, 500, 500)]
+    assert [d.used_bytes for d in placement.devices] == [8_000, 8_000]
+
+
+def test_row_wise_falls_back_to_free_memory_when_a_block_does_not_fit() -> None:
+    # A 500-row block (8,000 B) does not fit rank 1's 6,000 B: split by free memory instead.
+    topo = Topology(devices=(DeviceSpec(0, "h", 30_000), DeviceSpec(1, "h", 6_000)))
+    placement = GreedyCostPartitioner().partition((_draft("big", 1_000, 4),), topo, FP32_ALIGN1)
+    t = _plan(placement).tables[0]
+    assert t.sharding_type is ShardingType.ROW_WISE
+    assert [(s.rank, s.num_rows) for s in t.shards] == [(0, 833), (1, 167)]
+    assert [d.used_bytes for d in placement.devices] == [13_328, 2_672]
+
+
+def test_split_rows_in_blocks_matches_torchrec() -> None:
+    assert split_rows_in_blocks(10, 2) == [5, 5]
+    assert split_rows_in_blocks(10, 4) == [3, 3, 3, 1]
+    assert split_rows_in_blocks(4, 3) == [2, 2, 0]
+    assert split_rows_in_blocks(5_927_051 * 8 - 3, 8)[-1] == 5_927_051 * 8 - 3 - 7 * 5_927_051
 
 
 def test_heterogeneous_devices_fill_by_fair_share() -> None:
