@@ -1,7 +1,8 @@
 """``adrank demo``: the main job on built-in synthetic data.
 
-Today the pipeline is synth -> stats -> plan; each later stage (prune, ingest, train, serve,
-replay) joins it as it lands, so ``make demo`` always shows everything adrank can do end to end.
+Today the pipeline is synth -> stats -> plan -> ingest -> point-in-time join; each later stage
+(train, serve, replay) joins it as it lands, so ``make demo`` always shows everything adrank can do
+end to end.
 """
 
 from __future__ import annotations
@@ -25,7 +26,9 @@ def register(subparsers: Any) -> argparse.ArgumentParser:
         description=(
             "Generate synthetic request-structured click logs (adrank synth), compute per-feature "
             "statistics over them (adrank stats), plan embedding tables across devices from those "
-            "statistics (adrank plan) and print a summary. Outputs go under --out, "
+            "statistics (adrank plan), load the user and ad feature snapshots into the RocksDB "
+            "feature store (adrank ingest) and join them point-in-time to the impressions as "
+            "training data (adrank join), and print a summary. Outputs go under --out, "
             "which the demo owns: it is regenerated on every run."
         ),
     )
@@ -67,7 +70,7 @@ def register(subparsers: Any) -> argparse.ArgumentParser:
 
 
 def run(args: argparse.Namespace) -> int:
-    """Run synth -> stats -> plan and print what each stage produced."""
+    """Run synth -> stats -> plan -> ingest -> join and print what each stage produced."""
     from adrank.cli._progress import progress_bar
     from adrank.cli.plan import print_plan_summary
     from adrank.cli.stats import print_stats_table
@@ -103,7 +106,7 @@ def run(args: argparse.Namespace) -> int:
     marker.touch()
     t0 = time.perf_counter()
 
-    print(f"[1/3] synth: {args.rows:,} impression rows (seed {args.seed}) -> {out / 'logs'}")
+    print(f"[1/5] synth: {args.rows:,} impression rows (seed {args.seed}) -> {out / 'logs'}")
     config = SynthConfig(num_rows=args.rows, seed=args.seed)
     with progress_bar(config.num_rows, "synth", "rows", quiet=args.quiet) as progress:
         synth = synthesize(out / "logs", config, overwrite=True, progress=progress)
@@ -115,7 +118,7 @@ def run(args: argparse.Namespace) -> int:
     )
 
     logs = [out / "logs" / "impressions.parquet", out / "logs" / "requests.parquet"]
-    print(f"[2/3] stats: per-feature statistics over {', '.join(p.name for p in logs)}")
+    print(f"[2/5] stats: per-feature statistics over {', '.join(p.name for p in logs)}")
     with progress_bar(None, "stats", "rows", quiet=args.quiet) as progress:
         report = compute_stats(logs, StatsConfig(), progress=progress)
     stats_path = out / "stats.json"
@@ -132,7 +135,7 @@ def run(args: argparse.Namespace) -> int:
     )
 
     print(
-        f"[3/3] plan: hash sizes, unified tables, pruning, precision and placement on "
+        f"[3/5] plan: hash sizes, unified tables, pruning, precision and placement on "
         f"{args.devices} devices x {args.device_memory}, embedding budget {args.memory_budget}"
     )
     inputs = load_plan_inputs(stats_path=stats_path, default_dim=64)
@@ -146,8 +149,48 @@ def run(args: argparse.Namespace) -> int:
             f"{table.num_rows:,} rows x {table.dim} {table.precision.value}, "
             f"{table.sharding_type.value} on ranks {sorted({s.rank for s in table.shards})}"
         )
+
+    import shutil
+
+    from feature_service import FeatureStore, JoinSpec, ingest_parquet, join_to_parquet
+
+    store_dir = out / "store"
+    shutil.rmtree(store_dir, ignore_errors=True)  # the demo owns it: rebuild from this run's logs
+    snapshots = out / "logs" / "snapshots"
+    print(f"[4/5] ingest: user and ad snapshots -> RocksDB feature store {store_dir}")
+    with FeatureStore.open(store_dir) as store:
+        for group, entity in (("user", "user_id"), ("ad", "ad_id")):
+            ingested = ingest_parquet(
+                store,
+                [snapshots / f"{group}s.parquet"],
+                group=group,
+                entity_column=entity,
+                timestamp_column="event_ts",
+                created_column="created_ts",
+                ttl_s=30 * 86_400,
+            )
+            print(
+                f"      {group}: {ingested.rows_written:,} versions of "
+                f"{len(ingested.group.features)} features [{ingested.elapsed_s:.2f} s]"
+            )
+        train_path = out / "train.parquet"
+        print(f"[5/5] join: impressions x (user, ad) features, point in time -> {train_path}")
+        joined = join_to_parquet(
+            store,
+            out / "logs" / "impressions.parquet",
+            train_path,
+            [JoinSpec("user", "user_id"), JoinSpec("ad", "ad_id")],
+            timestamp_column="ts",
+        )
+    for g in joined.groups:
+        print(
+            f"      {g.group}: {g.matched:,} of {g.rows:,} rows matched; null: "
+            f"{g.future_only:,} only future versions, {g.no_entity:,} unknown, "
+            f"{g.expired:,} expired"
+        )
     print(
         f"done in {time.perf_counter() - t0:.1f} s: logs in {out / 'logs'}, stats in "
-        f"{stats_path}, plan in {plan_dir} (plan.json, report.md, report.png)"
+        f"{stats_path}, plan in {plan_dir} (plan.json, report.md, report.png), feature store in "
+        f"{store_dir}, training data in {train_path}"
     )
     return 0

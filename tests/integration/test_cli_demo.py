@@ -3,6 +3,7 @@
 import json
 from pathlib import Path
 
+import pyarrow.parquet as pq
 import pytest
 
 from adrank.cli import main
@@ -17,7 +18,7 @@ def test_demo_runs_every_stage_and_leaves_consistent_outputs(
     out = tmp_path / "demo"
     assert main(["demo", "-q", "--rows", "5000", "-o", str(out)]) == 0
     printed = capsys.readouterr().out
-    for stage in ("[1/3] synth", "[2/3] stats", "[3/3] plan", "done in"):
+    for stage in ("[1/5] synth", "[2/5] stats", "[3/5] plan", "[4/5] ingest", "[5/5] join"):
         assert stage in printed
     stats = json.loads((out / "stats.json").read_text())
     manifest = json.loads((out / "logs" / "manifest.json").read_text())
@@ -29,6 +30,14 @@ def test_demo_runs_every_stage_and_leaves_consistent_outputs(
     assert planned == set(stats["features"])
     assert manifest["counts"]["rows"] == 5000
     assert (out / "plan" / "report.md").exists() and (out / "plan" / "report.png").exists()
+    # Training data: every impression kept (left join), with point-in-time user and ad features.
+    train = pq.read_table(out / "train.parquet")
+    assert train.num_rows == 5000
+    assert train.column("label").equals(
+        pq.read_table(out / "logs" / "impressions.parquet").column("label")
+    )
+    assert {c for c in train.column_names if c.startswith(("user__", "ad__"))}
+    assert train.column("ad__category").null_count < train.num_rows
 
     # A second run reuses its own directory.
     assert main(["demo", "-q", "--rows", "5000", "-o", str(out)]) == 0
