@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import json
 import os
-import re
 from pathlib import Path
 from typing import Any
 
@@ -35,6 +34,7 @@ import yaml
 
 from adrank.errors import InputError, NotFoundError
 from adrank.types import DeviceSpec, Topology
+from adrank.units import parse_size_bytes, scaled_bytes
 
 __all__ = [
     "parse_bandwidth",
@@ -44,43 +44,9 @@ __all__ = [
     "uniform_topology",
 ]
 
-_SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([kmgtp]?)(i?)(b?)\s*$", re.IGNORECASE)
-_POW = {"": 0, "k": 1, "m": 2, "g": 3, "t": 4, "p": 5}
 _HOST_KEYS = {"name", "devices", "device_memory", "memory_bandwidth", "comm_bandwidth"}
 _DEVICE_KEYS = {"host", "memory", "memory_bandwidth", "comm_bandwidth"}
 _TOP_KEYS = {"hosts", "devices", "inter_host_bandwidth"}
-
-
-def parse_size_bytes(text: str | int, *, source: str = "size") -> int:
-    """Parse ``16GiB``, ``16G``, ``1.5TB``, ``512MiB`` or ``1024`` into bytes.
-
-    ``G``/``GiB`` are powers of 1024; ``GB`` is a power of 1000 (as disk vendors and HBM specs
-    write it).
-
-    Args:
-        text: The size, or an int already in bytes.
-        source: The flag or field, for the error.
-
-    Returns:
-        Bytes (>= 1).
-
-    Raises:
-        InputError: Not a positive size.
-    """
-    if isinstance(text, int) and not isinstance(text, bool):
-        value = float(text)
-    else:
-        m = _SIZE.match(str(text))
-        if not m:
-            raise InputError(
-                f"expected a size like 16GiB, 512MiB or 1024, found {text!r}", source=source
-            )
-        num, prefix, binary, b = m.groups()
-        base = 1000 if (b and not binary and prefix) else 1024
-        value = float(num) * base ** _POW[prefix.lower()]
-    if value < 1 or value != int(value):
-        raise InputError(f"expected a whole number of bytes >= 1, found {text!r}", source=source)
-    return int(value)
 
 
 def parse_bandwidth(text: str | int | float, *, source: str = "bandwidth") -> float:
@@ -96,14 +62,11 @@ def parse_bandwidth(text: str | int | float, *, source: str = "bandwidth") -> fl
     s = str(text).strip()
     if s.lower().endswith("/s"):
         s = s[:-2]
-    m = _SIZE.match(s)
-    if not m:
+    value = scaled_bytes(s)
+    if value is None:
         raise InputError(
             f"expected a bandwidth like 900GB/s or 12.5GB/s, found {text!r}", source=source
         )
-    num, prefix, binary, b = m.groups()
-    base = 1000 if (b and not binary and prefix) else 1024
-    value = float(num) * base ** _POW[prefix.lower()]
     if value <= 0:
         raise InputError(f"expected a bandwidth > 0, found {text!r}", source=source)
     return value

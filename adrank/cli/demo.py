@@ -76,6 +76,7 @@ def run(args: argparse.Namespace) -> int:
     from adrank.cli.stats import print_stats_table
     from adrank.data import SynthConfig, synthesize
     from adrank.errors import InputError
+    from adrank.units import parse_size_bytes
     from sharding_planner import (
         PlannerConfig,
         StatsConfig,
@@ -86,7 +87,6 @@ def run(args: argparse.Namespace) -> int:
         write_plan_dir,
         write_stats,
     )
-    from sharding_planner.topology import parse_size_bytes
 
     if args.rows < 1_000:
         raise InputError(f"--rows must be at least 1000, got {args.rows}", source="--rows")

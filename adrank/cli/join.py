@@ -3,28 +3,15 @@
 from __future__ import annotations
 
 import argparse
-import re
 from dataclasses import dataclass
 from typing import Any
 
-__all__ = ["register", "run", "GroupArg", "parse_group_args", "parse_size_bytes"]
+from adrank.cli._args import size_bytes
+
+__all__ = ["register", "run", "GroupArg", "parse_group_args"]
 
 _DEFAULT_BATCH_ROWS = 65_536  # feature_service.pit_join.DEFAULT_JOIN_BATCH_ROWS (kept for --help)
 _DEFAULT_MEMORY = "2G"  # feature_service.pit_join.DEFAULT_JOIN_MEMORY_BYTES
-_SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([kmgt]?)i?b?\s*$", re.IGNORECASE)
-_UNITS = {"": 1, "k": 1 << 10, "m": 1 << 20, "g": 1 << 30, "t": 1 << 40}
-
-
-def parse_size_bytes(text: str) -> int:
-    """Parse a size such as ``512M``, ``2G``, ``1.5GiB`` or ``1048576`` into bytes (argparse type).
-
-    Raises:
-        argparse.ArgumentTypeError: Not a size (argparse exits 2 with the message).
-    """
-    m = _SIZE.match(text)
-    if not m:
-        raise argparse.ArgumentTypeError(f"expected a size like 512M or 2G, found {text!r}")
-    return int(float(m.group(1)) * _UNITS[m.group(2).lower()])
 
 
 @dataclass(frozen=True, slots=True)
@@ -134,8 +121,8 @@ def register(subparsers: Any) -> argparse.ArgumentParser:
     )
     p.add_argument(
         "--memory-budget",
-        type=parse_size_bytes,
-        default=parse_size_bytes(_DEFAULT_MEMORY),
+        type=size_bytes,
+        default=size_bytes(_DEFAULT_MEMORY),
         metavar="SIZE",
         help=f"memory for scanned groups' versions (default {_DEFAULT_MEMORY}); groups that do "
         "not fit are read by seeks",

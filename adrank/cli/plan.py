@@ -16,6 +16,8 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
+from adrank.cli._args import positive_int
+
 __all__ = ["print_plan_summary", "register", "run"]
 
 _PRECISIONS = ("fp32", "fp16", "int8", "int4")
@@ -41,16 +43,6 @@ def _key_value(text: str) -> tuple[str, str]:
     if not sep or not name.strip() or not value.strip():
         raise argparse.ArgumentTypeError(f"expected NAME=VALUE, found {text!r}")
     return name.strip(), value.strip()
-
-
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text.replace("_", ""))
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, found {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, found {text!r}")
-    return value
 
 
 def _non_negative_float(text: str) -> float:
@@ -83,13 +75,13 @@ def register(subparsers: Any) -> argparse.ArgumentParser:
         "--tables", metavar="FILE", help="JSON list of {name, num_embeddings, dim, pooling_factor}"
     )
     hw = p.add_argument_group("hardware (either --devices and --device-memory, or --topology)")
-    hw.add_argument("--devices", type=_positive_int, metavar="N", help="identical devices")
+    hw.add_argument("--devices", type=positive_int, metavar="N", help="identical devices")
     hw.add_argument(
         "--device-memory", metavar="SIZE", help="memory per device for embeddings, e.g. 16GiB"
     )
     hw.add_argument(
         "--devices-per-host",
-        type=_positive_int,
+        type=positive_int,
         metavar="K",
         help="with --devices: K devices per host (default: all on one host)",
     )
@@ -114,7 +106,7 @@ def register(subparsers: Any) -> argparse.ArgumentParser:
     )
     p.add_argument(
         "--dim",
-        type=_positive_int,
+        type=positive_int,
         default=None,
         metavar="D",
         help="embedding dim of features without one (default 64)",
@@ -148,7 +140,7 @@ def register(subparsers: Any) -> argparse.ArgumentParser:
     )
     p.add_argument(
         "--batch-size",
-        type=_positive_int,
+        type=positive_int,
         default=None,
         metavar="B",
         help="examples per device per step for the cost model (default 512)",
@@ -199,6 +191,7 @@ def run(args: argparse.Namespace) -> int:
     from adrank.errors import InputError
     from adrank.planfile import read_precision_errors
     from adrank.types import OptimizerStateKind, PlanMode, Precision, ShardingType
+    from adrank.units import parse_size_bytes
     from sharding_planner import (
         AllocationConfig,
         MergeConfig,
@@ -212,7 +205,6 @@ def run(args: argparse.Namespace) -> int:
         uniform_topology,
         write_plan_dir,
     )
-    from sharding_planner.topology import parse_size_bytes
 
     problems: list[InputError] = []
     if args.output is None and not args.explain:

@@ -12,6 +12,7 @@ import re
 from pathlib import Path
 from typing import Any
 
+from adrank.cli._args import positive_int
 from adrank.constants import (
     DEFAULT_BATCH_ROWS,
     DEFAULT_EXACT_DISTINCT_LIMIT,
@@ -50,16 +51,6 @@ def parse_duration_s(text: str) -> int:
     if seconds < 1 or seconds != int(seconds):
         raise argparse.ArgumentTypeError(f"expected a whole number of seconds >= 1, found {text!r}")
     return int(seconds)
-
-
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text.replace("_", ""))
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, found {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, found {text!r}")
-    return value
 
 
 def _hll_precision(text: str) -> int:
@@ -133,7 +124,7 @@ def register(subparsers: Any) -> argparse.ArgumentParser:
     )
     p.add_argument(
         "--exact-limit",
-        type=_positive_int,
+        type=positive_int,
         default=None,
         metavar="N",
         help=f"distinct ids per feature counted exactly before sampling "
@@ -148,14 +139,14 @@ def register(subparsers: Any) -> argparse.ArgumentParser:
     )
     p.add_argument(
         "--heavy-hitters",
-        type=_positive_int,
+        type=positive_int,
         default=None,
         metavar="K",
         help=f"heavy hitters reported per feature (default {DEFAULT_HEAVY_HITTERS})",
     )
     p.add_argument(
         "--batch-rows",
-        type=_positive_int,
+        type=positive_int,
         default=DEFAULT_BATCH_ROWS,
         metavar="N",
         help=f"rows per streamed record batch (default {DEFAULT_BATCH_ROWS})",

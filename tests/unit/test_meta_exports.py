@@ -17,6 +17,7 @@ PUBLIC_MODULES = (
     "adrank.idmap",
     "adrank.planfile",
     "adrank.timecols",
+    "adrank.units",
     "adrank.types",
     "sharding_planner",
     "pruning",

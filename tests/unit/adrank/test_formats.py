@@ -93,3 +93,20 @@ def test_atomic_outputs_follow_the_umask(tmp_path: Path) -> None:
     finally:
         os.umask(old)
     assert (tmp_path / "m.json").stat().st_mode & 0o777 == 0o644
+
+
+def test_one_size_grammar_for_flags_and_files() -> None:
+    import argparse
+
+    from adrank.cli._args import size_bytes
+    from adrank.units import parse_size_bytes, scaled_bytes
+
+    # GiB/G are powers of 1024, GB of 1000: the CLI adapter and the library agree.
+    assert size_bytes("2G") == parse_size_bytes("2GiB") == 2 << 30
+    assert size_bytes("2GB") == parse_size_bytes("2GB") == 2_000_000_000
+    assert scaled_bytes("12.5GB") == 12.5e9 and scaled_bytes("fast") is None
+    with pytest.raises(argparse.ArgumentTypeError, match="expected a size"):
+        size_bytes("lots")
+    with pytest.raises(InputError) as info:
+        parse_size_bytes("0.5", source="--memory-budget")
+    assert info.value.source == "--memory-budget"
