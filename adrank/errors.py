@@ -20,6 +20,7 @@ __all__ = [
     "NotFoundError",
     "PlanError",
     "PlanErrorKind",
+    "RankFailedError",
     "StoreError",
     "UnauthenticatedError",
     "EXIT_OK",
@@ -149,3 +150,14 @@ class UnauthenticatedError(AdrankError):
 
     grpc_code_name = "UNAUTHENTICATED"
     exit_code = EXIT_USAGE
+
+
+class RankFailedError(AdrankError):
+    """A rank of a multi-process runtime died, failed, or did not answer within its timeout.
+
+    The runtime that raised it is unusable afterwards; restart it. The message names the rank
+    (and its exit code when adrank started it) and the timeout that expired.
+    """
+
+    grpc_code_name = "UNAVAILABLE"
+    exit_code = EXIT_RUNTIME

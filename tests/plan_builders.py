@@ -108,3 +108,57 @@ def make_plan(
         devices=devices,
         inputs_fingerprint=fingerprint,
     )
+
+
+def mixed_plan(*, precision: Precision = Precision.FP32) -> ShardPlan:
+    """Every sharding type the planner emits, over 2 ranks on one host.
+
+    ``t_tw`` table-wise on rank 1; ``t_rw`` row-wise and MEAN-pooled with two features (``f_rw``,
+    ``f_rw_user``: use the second as a request-level feature); ``t_cw`` column-wise with its
+    columns on ranks 1 then 0; ``t_twrw`` table-row-wise with an uneven split (21 + 20 rows).
+    """
+    return make_plan(
+        [
+            table(
+                "t_tw",
+                [feature("f_tw", 1, 100)],
+                100,
+                8,
+                ShardingType.TABLE_WISE,
+                [(1, 0, 100, 0, 8)],
+                precision=precision,
+            ),
+            table(
+                "t_rw",
+                [
+                    feature("f_rw", 2, 60, pooling=PoolingType.MEAN),
+                    feature("f_rw_user", 3, 60, pooling=PoolingType.MEAN),
+                ],
+                60,
+                8,
+                ShardingType.ROW_WISE,
+                [(0, 0, 30, 0, 8), (1, 30, 30, 0, 8)],
+                pooling=PoolingType.MEAN,
+                precision=precision,
+            ),
+            table(
+                "t_cw",
+                [feature("f_cw", 4, 50)],
+                50,
+                16,
+                ShardingType.COLUMN_WISE,
+                [(1, 0, 50, 0, 8), (0, 0, 50, 8, 8)],
+                precision=precision,
+            ),
+            table(
+                "t_twrw",
+                [feature("f_twrw", 5, 41)],
+                41,
+                4,
+                ShardingType.TABLE_ROW_WISE,
+                [(0, 0, 21, 0, 4), (1, 21, 20, 0, 4)],
+                precision=precision,
+            ),
+        ],
+        2,
+    )

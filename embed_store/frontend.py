@@ -1,0 +1,287 @@
+"""Rank 0's side of a lookup: check the batch, turn it into the wire batch, and combine the ranks'
+partial outputs into pooled embeddings.
+
+Encoding validates everything before any rank does work (unknown features, ids outside a
+table's ``hashed_id`` range, inconsistent lengths: one :class:`~adrank.errors.InputError` naming
+the field), applies each table's pruning remap (``hashed_id -> row``, pruned ids to the fallback
+row or ``-1``), and lays the bags out in wire order with ``batch = max(candidates, requests)``
+bags per feature (a request-level feature fills only its first ``num_requests`` bags: it is looked
+up once per request, not once per candidate).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Mapping, Sequence
+
+import numpy as np
+import torch
+from torchrec.sparse.jagged_tensor import KeyedTensor
+
+from adrank.errors import InputError
+from adrank.idmap import id_keys_to_hashed
+from adrank.types import ShardPlan
+from embed_store.batch import JaggedIds, LookupBatch, LookupResult
+from embed_store.layout import LookupLayout
+
+__all__ = ["LookupFrontend", "WireBatch", "hash_id_keys"]
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class WireBatch:
+    """A batch as every rank reads it.
+
+    Attributes:
+        rows: int64 ids in ``row`` space, wire feature order (``-1`` = pruned, no fallback).
+        lengths: int64 ``[num_features * batch]`` bag lengths.
+        batch: Bags per feature.
+        num_candidates: Candidate bags (first rows of candidate-level features).
+        num_requests: Request bags (first rows of request-level features).
+        candidate_features: Wire indices of the batch's candidate-level features, in its order.
+        request_features: Wire indices of its request-level features, in its order.
+        candidate_request: As in :class:`~embed_store.batch.LookupBatch`.
+    """
+
+    rows: torch.Tensor
+    lengths: torch.Tensor
+    batch: int
+    num_candidates: int
+    num_requests: int
+    candidate_features: tuple[int, ...]
+    request_features: tuple[int, ...]
+    candidate_request: torch.Tensor | None
+
+
+def hash_id_keys(
+    plan: ShardPlan,
+    feature: str,
+    id_keys: np.ndarray,
+    dedicated_keys: np.ndarray | None = None,
+) -> np.ndarray:
+    """Raw int64 id keys of ``feature`` -> its table's ``hashed_id`` (what a lookup takes).
+
+    Raises:
+        KeyError: No table holds ``feature``.
+    """
+    _, slot = plan.table_of_feature(feature)
+    return id_keys_to_hashed(slot, id_keys, dedicated_keys)
+
+
+class LookupFrontend:
+    """Encodes lookups into wire batches and combines partial outputs (rank 0 only).
+
+    Args:
+        plan: The plan the runtime serves.
+        layout: Its lookup layout.
+        remaps: Table name -> int64 remap (``hashed_id -> row``, -1 pruned) for pruned tables.
+    """
+
+    def __init__(
+        self, plan: ShardPlan, layout: LookupLayout, remaps: Mapping[str, np.ndarray]
+    ) -> None:
+        self.layout = layout
+        self._index = layout.feature_index()
+        tables = {t.name: t for t in plan.tables}
+        self._hashed_rows = [tables[t].hashed_rows for t in layout.tables]
+        self._remaps: list[torch.Tensor | None] = []
+        cache: dict[str, torch.Tensor] = {}
+        for tname in layout.tables:
+            t = tables[tname]
+            if t.name not in remaps:
+                self._remaps.append(None)
+                continue
+            if t.name not in cache:
+                r = torch.from_numpy(np.asarray(remaps[t.name], dtype=np.int64).copy())
+                if t.fallback_row is not None:
+                    r[r < 0] = t.fallback_row
+                cache[t.name] = r
+            self._remaps.append(cache[t.name])
+        self._blocks = [_copy_blocks(rl.out_cols) for rl in layout.ranks]
+        self._mean = [i for i, m in enumerate(layout.mean_pooled) if m]
+
+    # ---------------------------------------------------------------------------------------------
+    def encode(self, batch: LookupBatch) -> WireBatch:
+        """Validate ``batch`` and lay it out for the ranks.
+
+        Raises:
+            InputError: Unknown or repeated features, malformed jagged ids, ids out of range, or a
+                bad ``candidate_request``; every problem at once, each naming its field.
+        """
+        cand = batch.candidates
+        req = batch.requests
+        cand.validate("candidates")
+        if req is not None:
+            req.validate("requests")
+        problems: list[InputError] = []
+        cand_idx = self._feature_indices(cand, "candidates", problems)
+        req_idx = self._feature_indices(req, "requests", problems) if req is not None else []
+        both = sorted(set(cand.features) & set(req.features if req is not None else ()))
+        if both:
+            problems.append(
+                InputError(
+                    f"features {both} are given both per candidate and per request",
+                    source="requests",
+                    hint="a feature is either request-level or candidate-level in one lookup",
+                )
+            )
+        n_req = batch.num_requests
+        if batch.candidate_request is not None:
+            cr = batch.candidate_request
+            if cr.dim() != 1 or cr.numel() != cand.batch_size:
+                problems.append(
+                    InputError(
+                        f"candidate_request needs one entry per candidate ({cand.batch_size}), got "
+                        f"shape {tuple(cr.shape)}",
+                        source="candidate_request",
+                    )
+                )
+            elif cr.numel() and (int(cr.min()) < 0 or int(cr.max()) >= max(n_req, 1)):
+                problems.append(
+                    InputError(
+                        f"candidate_request entries must be in [0, {max(n_req, 1)}), got "
+                        f"[{int(cr.min())}, {int(cr.max())}]",
+                        source="candidate_request",
+                    )
+                )
+        if problems:
+            raise InputError.from_problems(problems)
+
+        num_features = len(self.layout.features)
+        b = max(cand.batch_size, n_req)
+        lengths = torch.zeros((num_features, b), dtype=torch.int64)
+        segments: dict[int, torch.Tensor] = {}
+        for source, idx, name in ((cand, cand_idx, "candidates"), (req, req_idx, "requests")):
+            if source is None or not idx:
+                continue
+            bs = source.batch_size
+            lens = source.lengths.view(len(idx), bs)
+            lengths[torch.tensor(idx), :bs] = lens
+            ends = torch.cumsum(lens.sum(dim=1), 0).tolist()
+            start = 0
+            for k, fi in enumerate(idx):
+                seg = source.values[start : ends[k]]
+                segments[fi] = self._to_rows(
+                    fi, seg, f"{name}.values[{source.features[k]}]", problems
+                )
+                start = ends[k]
+        if problems:
+            raise InputError.from_problems(problems)
+        ordered = [segments[fi] for fi in sorted(segments)]
+        rows = torch.cat(ordered) if ordered else torch.empty(0, dtype=torch.int64)
+        return WireBatch(
+            rows=rows,
+            lengths=lengths.reshape(-1),
+            batch=b,
+            num_candidates=cand.batch_size,
+            num_requests=n_req,
+            candidate_features=tuple(cand_idx),
+            request_features=tuple(req_idx),
+            candidate_request=batch.candidate_request,
+        )
+
+    def _feature_indices(
+        self, ids: JaggedIds | None, where: str, problems: list[InputError]
+    ) -> list[int]:
+        if ids is None:
+            return []
+        unknown = [f for f in ids.features if f not in self._index]
+        if unknown:
+            problems.append(
+                InputError(
+                    f"unknown features {unknown}",
+                    source=f"{where}.features",
+                    hint=f"the plan serves: {', '.join(self.layout.features[:20])}"
+                    + (" ..." if len(self.layout.features) > 20 else ""),
+                )
+            )
+        return [self._index[f] for f in ids.features if f in self._index]
+
+    def _to_rows(
+        self, fi: int, seg: torch.Tensor, where: str, problems: list[InputError]
+    ) -> torch.Tensor:
+        if seg.numel() == 0:
+            return seg.to(torch.int64)
+        seg = seg.to(torch.int64)
+        lo, hi = int(seg.min()), int(seg.max())
+        limit = self._hashed_rows[fi]
+        if lo < 0 or hi >= limit:
+            bad = int(((seg < 0) | (seg >= limit)).nonzero()[0])
+            problems.append(
+                InputError(
+                    f"id {int(seg[bad])} at position {bad} is outside the table's hashed-id range "
+                    f"[0, {limit})",
+                    source=where,
+                    hint="hash raw ids first (embed_store.frontend.hash_id_keys)",
+                )
+            )
+            return seg
+        remap = self._remaps[fi]
+        return remap.index_select(0, seg) if remap is not None else seg
+
+    # ---------------------------------------------------------------------------------------------
+    def combine(self, wire: WireBatch, partials: Sequence[torch.Tensor]) -> LookupResult:
+        """Add up / place the ranks' partial outputs and cut them into the result.
+
+        Args:
+            wire: The encoded batch.
+            partials: Each rank's ``[batch, num_cols]`` output, in rank order.
+        """
+        layout = self.layout
+        out = (torch.zeros if layout.overlapping else torch.empty)(
+            (wire.batch, layout.total_cols), dtype=torch.float32
+        )
+        for blocks, partial in zip(self._blocks, partials, strict=True):
+            for src, dst, n in blocks:
+                target = out[:, dst : dst + n]
+                if layout.overlapping:
+                    target.add_(partial[:, src : src + n])
+                else:
+                    target.copy_(partial[:, src : src + n])
+        if self._mean and wire.batch:
+            lengths = wire.lengths.view(len(layout.features), wire.batch)
+            for fi in self._mean:
+                c = layout.col_offsets[fi]
+                denom = lengths[fi].clamp(min=1).to(torch.float32).unsqueeze(1)
+                out[:, c : c + layout.dims[fi]].div_(denom)
+        candidates = self._keyed(out, wire.num_candidates, wire.candidate_features)
+        requests = (
+            self._keyed(out, wire.num_requests, wire.request_features)
+            if wire.request_features
+            else None
+        )
+        return LookupResult(
+            candidates=candidates, requests=requests, candidate_request=wire.candidate_request
+        )
+
+    def _keyed(self, out: torch.Tensor, rows: int, features: tuple[int, ...]) -> KeyedTensor:
+        layout = self.layout
+        keys = [layout.features[f] for f in features]
+        dims = [layout.dims[f] for f in features]
+        if features == tuple(range(len(layout.features))):
+            values = out[:rows]
+        else:
+            cols = (
+                torch.cat(
+                    [
+                        torch.arange(layout.col_offsets[f], layout.col_offsets[f] + layout.dims[f])
+                        for f in features
+                    ]
+                )
+                if features
+                else torch.empty(0, dtype=torch.int64)
+            )
+            values = out[:rows].index_select(1, cols)
+        return KeyedTensor(keys=keys, length_per_key=dims, values=values)
+
+
+def _copy_blocks(out_cols: torch.Tensor) -> list[tuple[int, int, int]]:
+    """Runs of consecutive columns: ``(partial_col, result_col, width)``."""
+    cols = out_cols.tolist()
+    blocks: list[tuple[int, int, int]] = []
+    for src, dst in enumerate(cols):
+        if blocks and blocks[-1][0] + blocks[-1][2] == src and blocks[-1][1] + blocks[-1][2] == dst:
+            s, d, n = blocks[-1]
+            blocks[-1] = (s, d, n + 1)
+        else:
+            blocks.append((src, dst, 1))
+    return blocks

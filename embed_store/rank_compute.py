@@ -1,0 +1,148 @@
+"""One rank's part of a lookup: its shards in FBGEMM modules, fed from the wire batch.
+
+The wire batch (see :mod:`embed_store.layout`) holds every pooled feature's bags with ids already
+in ``row`` space. A rank cuts out the bags of its units' features, shifts ids into each shard's
+``local_row`` space (``-1`` for rows another shard holds, which FBGEMM's kernel skips), and runs one
+quantized-inference TBE call per kernel group, the groups on parallel threads (the CPU kernel is
+single-threaded per call). The result is the rank's partial output ``[batch, num_cols]``.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import logging
+from collections.abc import Callable
+
+import numpy as np
+import torch
+
+from embed_store.layout import KernelGroup, RankLayout
+from embed_store.quantize import TbeTable, build_tbe
+
+__all__ = ["BlockReader", "RankCompute", "feature_value_offsets"]
+
+logger = logging.getLogger(__name__)
+
+BlockReader = Callable[[str, int, int, int, int], np.ndarray]
+"""``read(table, row_start, row_stop, col_start, col_stop) -> float32 block`` (a checkpoint's
+:meth:`~embed_store.checkpoint.Checkpoint.read_block`)."""
+
+
+def feature_value_offsets(lengths: torch.Tensor, num_features: int, batch: int) -> list[int]:
+    """Start of each feature's ids in the wire ``values`` (plus the end), from bag lengths."""
+    if num_features == 0:
+        return [0]
+    per_feature = (
+        lengths.view(num_features, batch).sum(dim=1)
+        if batch
+        else torch.zeros(num_features, dtype=torch.int64)
+    )
+    return [0, *torch.cumsum(per_feature, 0).tolist()]
+
+
+class _GroupKernel:
+    """One kernel group: its FBGEMM module and how to cut its input out of the wire."""
+
+    def __init__(self, group: KernelGroup, read: BlockReader) -> None:
+        self.group = group
+        tables = [
+            TbeTable(u.label, u.shard.num_rows, u.shard.num_cols, u.precision) for u in group.units
+        ]
+        weights = [
+            read(
+                u.table,
+                u.shard.row_offset,
+                u.shard.row_offset + u.shard.num_rows,
+                u.shard.col_offset,
+                u.shard.col_offset + u.shard.num_cols,
+            )
+            for u in group.units
+        ]
+        self.module = build_tbe(tables, weights, feature_table_map=[p.unit for p in group.pairs])
+        self.features = torch.tensor([p.feature for p in group.pairs], dtype=torch.int64)
+
+    def __call__(
+        self, rows: torch.Tensor, lengths_2d: torch.Tensor, value_offsets: list[int]
+    ) -> torch.Tensor:
+        pieces = []
+        for p in self.group.pairs:
+            seg = rows[value_offsets[p.feature] : value_offsets[p.feature + 1]]
+            if not p.covers_all_rows:
+                local = seg - p.row_offset
+                seg = torch.where((local >= 0) & (local < p.num_rows), local, -1)
+            pieces.append(seg)
+        indices = torch.cat(pieces) if len(pieces) > 1 else pieces[0]
+        lengths = lengths_2d.index_select(0, self.features).reshape(-1)
+        offsets = torch.zeros(lengths.numel() + 1, dtype=torch.int64)
+        torch.cumsum(lengths, 0, out=offsets[1:])
+        with torch.no_grad():
+            return self.module(indices, offsets)
+
+
+class RankCompute:
+    """A rank's shards, loaded, ready to compute partial outputs.
+
+    Args:
+        rank_layout: What this rank holds.
+        num_features: Wire features (for cutting the wire lengths).
+        read: Reads float32 blocks of the checkpoint.
+    """
+
+    def __init__(self, rank_layout: RankLayout, num_features: int, read: BlockReader) -> None:
+        self.layout = rank_layout
+        self.num_features = num_features
+        self._kernels = [_GroupKernel(g, read) for g in rank_layout.groups]
+        self._pool = (
+            concurrent.futures.ThreadPoolExecutor(
+                max_workers=len(self._kernels) - 1, thread_name_prefix="adrank-kernel"
+            )
+            if len(self._kernels) > 1
+            else None
+        )
+
+    @property
+    def num_cols(self) -> int:
+        """Columns of the partial output."""
+        return self.layout.num_cols
+
+    def compute(
+        self,
+        rows: torch.Tensor,
+        lengths: torch.Tensor,
+        batch: int,
+        out: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        """Partial pooled output of this rank for one wire batch.
+
+        Args:
+            rows: int64 wire ids (``row`` space, ``-1`` = pruned).
+            lengths: int64 ``[num_features * batch]`` wire bag lengths.
+            batch: Bags per feature.
+            out: Optional float32 ``[batch, num_cols]`` to write into (e.g. shared memory).
+
+        Returns:
+            float32 ``[batch, num_cols]`` (``out`` when given).
+        """
+        if out is None:
+            out = torch.empty((batch, self.num_cols), dtype=torch.float32)
+        if not self._kernels or batch == 0:
+            return out
+        lengths_2d = lengths.view(self.num_features, batch)
+        offsets = feature_value_offsets(lengths, self.num_features, batch)
+        col = 0
+        if self._pool is None:
+            results = [self._kernels[0](rows, lengths_2d, offsets)]
+        else:
+            futures = [self._pool.submit(k, rows, lengths_2d, offsets) for k in self._kernels[1:]]
+            # The calling thread runs the first group itself instead of idling on the futures.
+            results = [self._kernels[0](rows, lengths_2d, offsets)]
+            results.extend(f.result() for f in futures)
+        for r in results:
+            out[:, col : col + r.shape[1]].copy_(r)
+            col += r.shape[1]
+        return out
+
+    def close(self) -> None:
+        """Stop the kernel threads."""
+        if self._pool is not None:
+            self._pool.shutdown(wait=True)

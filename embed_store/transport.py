@@ -1,0 +1,297 @@
+"""How a lookup's ids reach the ranks and their partial outputs come back.
+
+Control always goes through a gloo process group (``ProcessGroupGloo`` built directly on a store,
+so a runtime needs no global ``init_process_group`` and several can live in one process): rank 0
+broadcasts a small header per batch, and an all-reduce of a status word says every rank has
+written its output (or that one failed). Gloo's timeout turns a dead or stuck rank into an error
+instead of a hang.
+
+Data goes one of two ways:
+
+* :class:`SharedMemoryData` (ranks on one host): the wire batch and every rank's partial output
+  live in files under ``/dev/shm`` mapped by all ranks. Nothing is serialised or sent over
+  loopback TCP; a batch costs two small collectives plus the copies into the mappings. Segment
+  sizes are a deterministic function of the batch (next power of two of the bytes needed), so a
+  rank that grows its segment and the ranks that read it agree on the file name without talking.
+* :class:`ProcessGroupData` (ranks on several hosts): gloo broadcast of the wire batch and gather
+  of the outputs (padded to the widest rank).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime
+import logging
+import os
+import socket
+import tempfile
+from pathlib import Path
+
+import torch
+import torch.distributed as dist
+from torch._C._distributed_c10d import (  # the public aliases are not re-exported in 2.13
+    AllreduceOptions,
+    BroadcastOptions,
+    GatherOptions,
+    ProcessGroupGloo,
+    ReduceOp,
+)
+
+__all__ = [
+    "HEADER_FIELDS",
+    "Control",
+    "Header",
+    "Op",
+    "ProcessGroupData",
+    "SharedMemoryData",
+    "all_on_one_host",
+]
+
+logger = logging.getLogger(__name__)
+
+HEADER_FIELDS = 6
+
+
+class Op:
+    """Header operation codes."""
+
+    LOOKUP = 1
+    KEEPALIVE = 2
+    STOP = 3
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Header:
+    """What rank 0 tells every rank about the next step.
+
+    Attributes:
+        op: One of :class:`Op`.
+        seq: Batch sequence number (for error messages).
+        batch: Bags per wire feature.
+        num_values: Wire ids.
+        num_features: Wire features.
+    """
+
+    op: int
+    seq: int = 0
+    batch: int = 0
+    num_values: int = 0
+    num_features: int = 0
+
+    def to_tensor(self) -> torch.Tensor:
+        return torch.tensor(
+            [self.op, self.seq, self.batch, self.num_values, self.num_features, 0],
+            dtype=torch.int64,
+        )
+
+    @classmethod
+    def from_tensor(cls, t: torch.Tensor) -> Header:
+        v = t.tolist()
+        return cls(op=v[0], seq=v[1], batch=v[2], num_values=v[3], num_features=v[4])
+
+
+class Control:
+    """The gloo control plane of one runtime.
+
+    Args:
+        store: Rendezvous store shared by the ranks (a ``TCPStore``; prefixed per runtime).
+        rank: This rank.
+        world_size: Ranks.
+        timeout_s: Longest wait for any collective; a rank that does not answer within it is
+            reported as failed.
+    """
+
+    def __init__(self, store: dist.Store, rank: int, world_size: int, timeout_s: float) -> None:
+        self.rank = rank
+        self.world_size = world_size
+        self.timeout_s = timeout_s
+        self.pg = ProcessGroupGloo(
+            dist.PrefixStore("adrank-control", store),
+            rank,
+            world_size,
+            datetime.timedelta(seconds=timeout_s),
+        )
+        self._header = torch.zeros(HEADER_FIELDS, dtype=torch.int64)
+        self._status = torch.zeros(1, dtype=torch.int64)
+
+    def broadcast_header(self, header: Header | None = None) -> Header:
+        """Rank 0 sends ``header``; the others receive and return it."""
+        if self.rank == 0:
+            assert header is not None
+            self._header.copy_(header.to_tensor())
+        opts = BroadcastOptions()
+        opts.rootRank = 0
+        self.pg.broadcast([self._header], opts).wait()
+        return Header.from_tensor(self._header)
+
+    def agree(self, failed: bool) -> bool:
+        """All ranks report; True when every rank succeeded (also a barrier)."""
+        self._status.fill_(1 if failed else 0)
+        opts = AllreduceOptions()
+        opts.reduceOp = ReduceOp.MAX
+        self.pg.allreduce([self._status], opts).wait()
+        return int(self._status.item()) == 0
+
+
+def all_on_one_host(store: dist.Store, rank: int, world_size: int, key: str) -> bool:
+    """True when every rank reports the same host name (so shared memory reaches them all)."""
+    store.set(f"{key}/host/{rank}", socket.gethostname())
+    hosts = {store.get(f"{key}/host/{r}").decode() for r in range(world_size)}
+    return len(hosts) == 1
+
+
+def _shm_dir() -> Path:
+    d = Path("/dev/shm")
+    return d if d.is_dir() and os.access(d, os.W_OK) else Path(tempfile.gettempdir())
+
+
+def _capacity(nbytes: int) -> int:
+    """Segment size for ``nbytes``: the next power of two, at least 1 MiB."""
+    return max(1 << 20, 1 << max(nbytes - 1, 1).bit_length())
+
+
+class _Segment:
+    """A file in shared memory mapped as bytes; recreated larger when a batch needs more."""
+
+    def __init__(self, prefix: str, name: str, owner: bool) -> None:
+        self.prefix = prefix
+        self.name = name
+        self.owner = owner
+        self.capacity = 0
+        self.path: Path | None = None
+        self.buffer: torch.Tensor | None = None
+
+    def ensure(self, nbytes: int) -> torch.Tensor:
+        """Bytes view of at least ``nbytes`` (creating or attaching the right-sized file)."""
+        cap = _capacity(nbytes)
+        if cap > self.capacity:
+            path = _shm_dir() / f"{self.prefix}-{self.name}-{cap}"
+            if self.owner:
+                with open(path, "wb") as f:
+                    f.truncate(cap)
+            self.buffer = torch.from_file(str(path), shared=True, size=cap, dtype=torch.uint8)
+            if self.owner and self.path is not None:
+                self.path.unlink(missing_ok=True)  # readers keep their mapping of the old file
+            self.path = path
+            self.capacity = cap
+        assert self.buffer is not None
+        return self.buffer
+
+    def close(self) -> None:
+        self.buffer = None
+        if self.owner and self.path is not None:
+            self.path.unlink(missing_ok=True)
+        self.path = None
+        self.capacity = 0
+
+
+class SharedMemoryData:
+    """Wire batch and partial outputs in shared memory (ranks on one host).
+
+    Args:
+        prefix: Unique file-name prefix of this runtime (same on every rank).
+        rank: This rank.
+        out_cols: Partial-output columns of every rank.
+    """
+
+    def __init__(self, prefix: str, rank: int, out_cols: list[int]) -> None:
+        self.rank = rank
+        self.out_cols = out_cols
+        self._input = _Segment(prefix, "in", owner=rank == 0)
+        self._outputs = [_Segment(prefix, f"out{r}", owner=r == rank) for r in range(len(out_cols))]
+
+    def send_batch(self, rows: torch.Tensor, lengths: torch.Tensor) -> None:
+        """Rank 0: put the wire batch where the other ranks read it (before the header)."""
+        buf = self._input.ensure((lengths.numel() + rows.numel()) * 8)
+        view = buf[: (lengths.numel() + rows.numel()) * 8].view(torch.int64)
+        view[: lengths.numel()].copy_(lengths)
+        view[lengths.numel() :].copy_(rows)
+
+    def receive_batch(self, header: Header) -> tuple[torch.Tensor, torch.Tensor]:
+        """Other ranks: the wire ``(rows, lengths)`` of the batch ``header`` announced."""
+        n_len = header.batch * header.num_features
+        buf = self._input.ensure((n_len + header.num_values) * 8)
+        view = buf[: (n_len + header.num_values) * 8].view(torch.int64)
+        return view[n_len:], view[:n_len]
+
+    def output_buffer(self, batch: int) -> torch.Tensor:
+        """This rank's ``[batch, cols]`` output, in its shared segment."""
+        cols = self.out_cols[self.rank]
+        buf = self._outputs[self.rank].ensure(batch * cols * 4)
+        return buf[: batch * cols * 4].view(torch.float32).view(batch, cols)
+
+    def gather_outputs(self, own: torch.Tensor, batch: int) -> list[torch.Tensor]:
+        """Rank 0, after every rank agreed: all partial outputs (views of the segments)."""
+        outs = []
+        for r, cols in enumerate(self.out_cols):
+            if r == self.rank:
+                outs.append(own)
+                continue
+            buf = self._outputs[r].ensure(batch * cols * 4)
+            outs.append(buf[: batch * cols * 4].view(torch.float32).view(batch, cols))
+        return outs
+
+    def close(self) -> None:
+        """Unmap and remove the segments this rank created."""
+        self._input.close()
+        for s in self._outputs:
+            s.close()
+
+
+class ProcessGroupData:
+    """Wire batch and partial outputs through gloo collectives (ranks on several hosts).
+
+    Args:
+        control: The runtime's control plane (its process group carries the data too).
+        out_cols: Partial-output columns of every rank.
+    """
+
+    def __init__(self, control: Control, out_cols: list[int]) -> None:
+        self.control = control
+        self.rank = control.rank
+        self.out_cols = out_cols
+        self._width = max(out_cols) if out_cols else 0
+        self._padded = torch.zeros((0, self._width), dtype=torch.float32)
+
+    def send_batch(self, rows: torch.Tensor, lengths: torch.Tensor) -> None:
+        """Rank 0: broadcast the wire batch (after the header)."""
+        self._broadcast(torch.cat([lengths, rows]))
+
+    def receive_batch(self, header: Header) -> tuple[torch.Tensor, torch.Tensor]:
+        """Other ranks: receive the wire batch."""
+        n_len = header.batch * header.num_features
+        buf = torch.empty(n_len + header.num_values, dtype=torch.int64)
+        self._broadcast(buf)
+        return buf[n_len:], buf[:n_len]
+
+    def _broadcast(self, t: torch.Tensor) -> None:
+        opts = BroadcastOptions()
+        opts.rootRank = 0
+        self.control.pg.broadcast([t], opts).wait()
+
+    def output_buffer(self, batch: int) -> torch.Tensor:
+        """A ``[batch, width]`` buffer whose first ``cols`` columns hold this rank's output."""
+        self._padded = torch.zeros((batch, self._width), dtype=torch.float32)
+        return self._padded[:, : self.out_cols[self.rank]]
+
+    def send_output(self, out: torch.Tensor) -> None:
+        """Other ranks: send ``out`` (from :meth:`output_buffer`) to rank 0, padded."""
+        assert out.data_ptr() == self._padded.data_ptr()
+        self._gather(self._padded, None)
+
+    def gather_outputs(self, own: torch.Tensor, batch: int) -> list[torch.Tensor]:
+        """Rank 0: every rank's output."""
+        full = torch.zeros((batch, self._width), dtype=torch.float32)
+        full[:, : own.shape[1]].copy_(own)
+        recv = [torch.empty_like(full) for _ in self.out_cols]
+        self._gather(full, recv)
+        return [recv[r][:, :cols] for r, cols in enumerate(self.out_cols)]
+
+    def _gather(self, t: torch.Tensor, recv: list[torch.Tensor] | None) -> None:
+        opts = GatherOptions()
+        opts.rootRank = 0
+        outputs = [recv] if recv is not None else []
+        self.control.pg.gather(outputs, [t.contiguous()], opts).wait()
+
+    def close(self) -> None:
+        """Nothing to release (the process group belongs to the control plane)."""
