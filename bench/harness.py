@@ -18,7 +18,15 @@ import yaml
 
 __all__ = ["BenchResult", "measure_peak_rss_bytes", "run_benchmark", "percentiles_ms", "BENCHMARKS"]
 
-BENCHMARKS = ("stats", "plan_allocation", "kv_get", "pit_join", "ingest", "plan_vs_torchrec")
+BENCHMARKS = (
+    "stats",
+    "plan_allocation",
+    "kv_get",
+    "pit_join",
+    "ingest",
+    "plan_vs_torchrec",
+    "parity",
+)
 """Benchmark names; each is a module ``bench/<name>.py``."""
 
 RESULTS_DIR = Path(__file__).resolve().parent / "results"

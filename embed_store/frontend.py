@@ -96,7 +96,16 @@ class LookupFrontend:
                     r[r < 0] = t.fallback_row
                 cache[t.name] = r
             self._remaps.append(cache[t.name])
-        self._blocks = [_copy_blocks(rl.out_cols) for rl in layout.ranks]
+        # Copy blocks per (rank, kernel group), in that group's own output columns.
+        self._blocks: list[list[list[tuple[int, int, int]]]] = []
+        for rl in layout.ranks:
+            per_group, start = [], 0
+            for g in rl.groups:
+                per_group.append(_copy_blocks(rl.out_cols[start : start + g.num_cols]))
+                start += g.num_cols
+            self._blocks.append(per_group)
+        self._group_cols = [[g.num_cols for g in rl.groups] for rl in layout.ranks]
+        self._no_remaps = all(r is None for r in self._remaps)
         self._mean = [i for i, m in enumerate(layout.mean_pooled) if m]
 
     # ---------------------------------------------------------------------------------------------
@@ -147,6 +156,21 @@ class LookupFrontend:
             raise InputError.from_problems(problems)
 
         num_features = len(self.layout.features)
+        if req is None and self._no_remaps and tuple(cand_idx) == tuple(range(num_features)):
+            # The batch is already the wire: check ranges, then use it without copying.
+            self._check_ranges(cand, problems)
+            if problems:
+                raise InputError.from_problems(problems)
+            return WireBatch(
+                rows=cand.values,
+                lengths=cand.lengths,
+                batch=cand.batch_size,
+                num_candidates=cand.batch_size,
+                num_requests=0,
+                candidate_features=tuple(cand_idx),
+                request_features=(),
+                candidate_request=batch.candidate_request,
+            )
         b = max(cand.batch_size, n_req)
         lengths = torch.zeros((num_features, b), dtype=torch.int64)
         segments: dict[int, torch.Tensor] = {}
@@ -196,47 +220,73 @@ class LookupFrontend:
             )
         return [self._index[f] for f in ids.features if f in self._index]
 
+    def _check_ranges(self, ids: JaggedIds, problems: list[InputError]) -> None:
+        if ids.batch_size == 0 or not ids.features:
+            return
+        ends = torch.cumsum(ids.lengths.view(len(ids.features), ids.batch_size).sum(dim=1), 0)
+        start = 0
+        for k, end in enumerate(ends.tolist()):
+            seg = ids.values[start:end]
+            self._in_range(k, seg, f"candidates.values[{ids.features[k]}]", problems)
+            start = end
+
+    def _in_range(self, fi: int, seg: torch.Tensor, where: str, problems: list[InputError]) -> bool:
+        if seg.numel() == 0:
+            return True
+        lo, hi = (int(x) for x in torch.aminmax(seg))
+        limit = self._hashed_rows[fi]
+        if lo >= 0 and hi < limit:
+            return True
+        bad = int(((seg < 0) | (seg >= limit)).nonzero()[0])
+        problems.append(
+            InputError(
+                f"id {int(seg[bad])} at position {bad} is outside the table's hashed-id range "
+                f"[0, {limit})",
+                source=where,
+                hint="hash raw ids first (embed_store.frontend.hash_id_keys)",
+            )
+        )
+        return False
+
     def _to_rows(
         self, fi: int, seg: torch.Tensor, where: str, problems: list[InputError]
     ) -> torch.Tensor:
         if seg.numel() == 0:
             return seg.to(torch.int64)
         seg = seg.to(torch.int64)
-        lo, hi = int(seg.min()), int(seg.max())
-        limit = self._hashed_rows[fi]
-        if lo < 0 or hi >= limit:
-            bad = int(((seg < 0) | (seg >= limit)).nonzero()[0])
-            problems.append(
-                InputError(
-                    f"id {int(seg[bad])} at position {bad} is outside the table's hashed-id range "
-                    f"[0, {limit})",
-                    source=where,
-                    hint="hash raw ids first (embed_store.frontend.hash_id_keys)",
-                )
-            )
+        if not self._in_range(fi, seg, where, problems):
             return seg
         remap = self._remaps[fi]
         return remap.index_select(0, seg) if remap is not None else seg
 
     # ---------------------------------------------------------------------------------------------
-    def combine(self, wire: WireBatch, partials: Sequence[torch.Tensor]) -> LookupResult:
+    def combine(
+        self, wire: WireBatch, partials: Sequence[torch.Tensor | Sequence[torch.Tensor]]
+    ) -> LookupResult:
         """Add up / place the ranks' partial outputs and cut them into the result.
 
         Args:
             wire: The encoded batch.
-            partials: Each rank's ``[batch, num_cols]`` output, in rank order.
+            partials: Per rank, in rank order: its ``[batch, num_cols]`` output, or the outputs
+                of its kernel groups (saves one copy when the ranks run in this process).
         """
         layout = self.layout
         out = (torch.zeros if layout.overlapping else torch.empty)(
             (wire.batch, layout.total_cols), dtype=torch.float32
         )
-        for blocks, partial in zip(self._blocks, partials, strict=True):
-            for src, dst, n in blocks:
-                target = out[:, dst : dst + n]
-                if layout.overlapping:
-                    target.add_(partial[:, src : src + n])
-                else:
-                    target.copy_(partial[:, src : src + n])
+        for r, partial in enumerate(partials):
+            pieces = (
+                partial.split(self._group_cols[r], dim=1)
+                if isinstance(partial, torch.Tensor)
+                else partial
+            )
+            for blocks, piece in zip(self._blocks[r], pieces, strict=True):
+                for src, dst, n in blocks:
+                    target = out[:, dst : dst + n]
+                    if layout.overlapping:
+                        target.add_(piece[:, src : src + n])
+                    else:
+                        target.copy_(piece[:, src : src + n])
         if self._mean and wire.batch:
             lengths = wire.lengths.view(len(layout.features), wire.batch)
             for fi in self._mean:

@@ -62,7 +62,7 @@ class LocalLookup:
             InputError: A malformed batch (see :meth:`LookupFrontend.encode`).
         """
         wire = self.frontend.encode(batch)
-        partials = [r.compute(wire.rows, wire.lengths, wire.batch) for r in self._ranks]
+        partials = [r.compute_groups(wire.rows, wire.lengths, wire.batch) for r in self._ranks]
         return self.frontend.combine(wire, partials)
 
     def close(self) -> None:

@@ -125,11 +125,22 @@ class RankCompute:
         """
         if out is None:
             out = torch.empty((batch, self.num_cols), dtype=torch.float32)
-        if not self._kernels or batch == 0:
-            return out
+        col = 0
+        for r in self.compute_groups(rows, lengths, batch):
+            out[:, col : col + r.shape[1]].copy_(r)
+            col += r.shape[1]
+        return out
+
+    def compute_groups(
+        self, rows: torch.Tensor, lengths: torch.Tensor, batch: int
+    ) -> list[torch.Tensor]:
+        """Like :meth:`compute`, but each kernel group's ``[batch, cols]`` output separately."""
+        if not self._kernels:
+            return []
+        if batch == 0:
+            return [torch.empty((0, g.num_cols), dtype=torch.float32) for g in self.layout.groups]
         lengths_2d = lengths.view(self.num_features, batch)
         offsets = feature_value_offsets(lengths, self.num_features, batch)
-        col = 0
         if self._pool is None:
             results = [self._kernels[0](rows, lengths_2d, offsets)]
         else:
@@ -137,10 +148,7 @@ class RankCompute:
             # The calling thread runs the first group itself instead of idling on the futures.
             results = [self._kernels[0](rows, lengths_2d, offsets)]
             results.extend(f.result() for f in futures)
-        for r in results:
-            out[:, col : col + r.shape[1]].copy_(r)
-            col += r.shape[1]
-        return out
+        return results
 
     def close(self) -> None:
         """Stop the kernel threads."""

@@ -23,11 +23,12 @@ import dataclasses
 import datetime
 import gc
 import logging
+import multiprocessing.process
 import os
 import threading
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -72,7 +73,8 @@ class RuntimeConfig:
         plan_path: ``plan.json`` or its directory.
         checkpoint_path: Checkpoint directory written under that plan.
         threads_per_rank: Cores each rank's kernels use (kernel groups per rank).
-        timeout_s: Longest wait for any rank in any step, in seconds.
+        timeout_s: Longest wait for any rank in any lookup step, in seconds.
+        start_timeout_s: Longest wait for the ranks to start and load their shards, in seconds.
         transport: ``"auto"`` (shared memory when all ranks share a host), ``"shm"`` or
             ``"process_group"`` (gloo collectives).
     """
@@ -81,6 +83,7 @@ class RuntimeConfig:
     checkpoint_path: str
     threads_per_rank: int = 1
     timeout_s: float = 30.0
+    start_timeout_s: float = 300.0
     transport: str = "auto"
 
     def __post_init__(self) -> None:
@@ -122,7 +125,7 @@ def _start_rank(config: RuntimeConfig, store: dist.Store, rank: int, world: int)
         RankFailedError: Some rank failed to load (its error text is read from the store).
         AdrankError: This rank's own load failed (plan, checkpoint or mismatch).
     """
-    control = Control(store, rank, world, config.timeout_s)
+    control = Control(store, rank, world, config.timeout_s, config.start_timeout_s)
     error: BaseException | None = None
     state: _Rank | None = None
     try:
@@ -162,6 +165,7 @@ def _start_rank(config: RuntimeConfig, store: dist.Store, rank: int, world: int)
             source=config.checkpoint_path,
         )
     assert state is not None
+    control.started()
     return state
 
 
@@ -185,7 +189,7 @@ def _session_prefix(store: dist.Store, rank: int) -> str:
 # -------------------------------------------------------------------------------------------------
 
 
-def serve_worker(state: _Rank) -> None:
+def _serve_worker(state: _Rank) -> None:
     """Run a non-zero rank until rank 0 says stop (or fails).
 
     Raises:
@@ -257,14 +261,14 @@ class ShardedLookup:
         state: _Rank,
         remaps: dict[str, np.ndarray],
         *,
-        processes: list[mp.process.BaseProcess] | None = None,
+        processes: Sequence[multiprocessing.process.BaseProcess] | None = None,
         store: dist.Store | None = None,
     ) -> None:
         self._state = state
         self.plan = state.plan
         self.layout = state.layout
         self.frontend = LookupFrontend(state.plan, state.layout, remaps)
-        self._processes = processes or []
+        self._processes = list(processes or [])
         self._store = store
         self._lock = threading.Lock()
         self._seq = 0
@@ -411,11 +415,11 @@ def _worker_main(config: RuntimeConfig, port: int, rank: int, world: int) -> Non
     torch.set_num_threads(config.threads_per_rank)
     logging.basicConfig(level=logging.WARNING, format=f"rank {rank}: %(levelname)s %(message)s")
     store = dist.TCPStore(
-        "127.0.0.1", port, world, False, timeout=datetime.timedelta(seconds=config.timeout_s)
+        "127.0.0.1", port, world, False, timeout=datetime.timedelta(seconds=config.start_timeout_s)
     )
     try:
         state = _start_rank(config, store, rank, world)
-        serve_worker(state)
+        _serve_worker(state)
     except AdrankError as exc:
         logger.error("%s", exc)
         os._exit(1)  # no gloo teardown races at interpreter exit
@@ -459,7 +463,7 @@ def launch_local(
         0,
         world_size,
         True,
-        timeout=datetime.timedelta(seconds=config.timeout_s),
+        timeout=datetime.timedelta(seconds=config.start_timeout_s),
         wait_for_workers=False,
     )
     ctx = mp.get_context("spawn")
@@ -479,7 +483,7 @@ def launch_local(
         state = _start_rank(config, store, 0, world_size)
     except BaseException:
         for p in processes:
-            p.join(timeout=config.timeout_s)
+            p.join(timeout=config.start_timeout_s)
             if p.exitcode is None:
                 p.kill()
         raise
@@ -508,7 +512,9 @@ def start_from_env(config: RuntimeConfig) -> ShardedLookup | None:
         )
     rank, world = int(os.environ["RANK"]), int(os.environ["WORLD_SIZE"])
     store, _, _ = next(
-        dist.rendezvous("env://", rank, world, timeout=datetime.timedelta(seconds=config.timeout_s))
+        dist.rendezvous(
+            "env://", rank, world, timeout=datetime.timedelta(seconds=config.start_timeout_s)
+        )
     )
     store = dist.PrefixStore("adrank-embeddings", store)
     torch.set_num_threads(config.threads_per_rank)
@@ -516,5 +522,5 @@ def start_from_env(config: RuntimeConfig) -> ShardedLookup | None:
     if rank == 0:
         plan = state.plan
         return ShardedLookup(state, load_remaps(plan, config.plan_path), store=store)
-    serve_worker(state)
+    _serve_worker(state)
     return None

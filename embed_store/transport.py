@@ -97,11 +97,21 @@ class Control:
         store: Rendezvous store shared by the ranks (a ``TCPStore``; prefixed per runtime).
         rank: This rank.
         world_size: Ranks.
-        timeout_s: Longest wait for any collective; a rank that does not answer within it is
-            reported as failed.
+        timeout_s: Longest wait for any collective once started; a rank that does not answer
+            within it is reported as failed.
+        start_timeout_s: Longest wait while the ranks start (spawning, importing torch and
+            loading shards take longer than a lookup step); :meth:`started` switches to
+            ``timeout_s``.
     """
 
-    def __init__(self, store: dist.Store, rank: int, world_size: int, timeout_s: float) -> None:
+    def __init__(
+        self,
+        store: dist.Store,
+        rank: int,
+        world_size: int,
+        timeout_s: float,
+        start_timeout_s: float | None = None,
+    ) -> None:
         self.rank = rank
         self.world_size = world_size
         self.timeout_s = timeout_s
@@ -109,10 +119,14 @@ class Control:
             dist.PrefixStore("adrank-control", store),
             rank,
             world_size,
-            datetime.timedelta(seconds=timeout_s),
+            datetime.timedelta(seconds=max(timeout_s, start_timeout_s or 0.0)),
         )
         self._header = torch.zeros(HEADER_FIELDS, dtype=torch.int64)
         self._status = torch.zeros(1, dtype=torch.int64)
+
+    def started(self) -> None:
+        """From now on every collective waits at most ``timeout_s``."""
+        self.pg.set_timeout(datetime.timedelta(seconds=self.timeout_s))
 
     def broadcast_header(self, header: Header | None = None) -> Header:
         """Rank 0 sends ``header``; the others receive and return it."""
@@ -121,15 +135,19 @@ class Control:
             self._header.copy_(header.to_tensor())
         opts = BroadcastOptions()
         opts.rootRank = 0
-        self.pg.broadcast([self._header], opts).wait()
+        self.pg.broadcast(  # type: ignore[attr-defined]
+            [self._header], opts
+        ).wait()
         return Header.from_tensor(self._header)
 
     def agree(self, failed: bool) -> bool:
         """All ranks report; True when every rank succeeded (also a barrier)."""
         self._status.fill_(1 if failed else 0)
         opts = AllreduceOptions()
-        opts.reduceOp = ReduceOp.MAX
-        self.pg.allreduce([self._status], opts).wait()
+        opts.reduceOp = ReduceOp.MAX  # type: ignore[assignment]
+        self.pg.allreduce(  # type: ignore[attr-defined]
+            [self._status], opts
+        ).wait()
         return int(self._status.item()) == 0
 
 
@@ -267,7 +285,9 @@ class ProcessGroupData:
     def _broadcast(self, t: torch.Tensor) -> None:
         opts = BroadcastOptions()
         opts.rootRank = 0
-        self.control.pg.broadcast([t], opts).wait()
+        self.control.pg.broadcast(  # type: ignore[attr-defined]
+            [t], opts
+        ).wait()
 
     def output_buffer(self, batch: int) -> torch.Tensor:
         """A ``[batch, width]`` buffer whose first ``cols`` columns hold this rank's output."""
@@ -291,7 +311,9 @@ class ProcessGroupData:
         opts = GatherOptions()
         opts.rootRank = 0
         outputs = [recv] if recv is not None else []
-        self.control.pg.gather(outputs, [t.contiguous()], opts).wait()
+        self.control.pg.gather(  # type: ignore[attr-defined]
+            outputs, [t.contiguous()], opts
+        ).wait()
 
     def close(self) -> None:
         """Nothing to release (the process group belongs to the control plane)."""

@@ -30,6 +30,8 @@ _SUBCOMMANDS: tuple[tuple[str, str], ...] = (
     ("stats", "stats"),
     ("plan", "plan"),
     ("prune", "prune"),
+    ("checkpoint", "checkpoint"),
+    ("calibrate", "calibrate"),
     ("ingest", "ingest"),
     ("join", "join"),
     ("serve-features", "serve_features"),
