@@ -16,7 +16,7 @@ from collections.abc import Mapping, Sequence
 
 import numpy as np
 import torch
-from torchrec.sparse.jagged_tensor import KeyedTensor
+from torchrec.sparse.jagged_tensor import JaggedTensor, KeyedTensor
 
 from adrank.errors import InputError
 from adrank.idmap import id_keys_to_hashed
@@ -261,14 +261,19 @@ class LookupFrontend:
 
     # ---------------------------------------------------------------------------------------------
     def combine(
-        self, wire: WireBatch, partials: Sequence[torch.Tensor | Sequence[torch.Tensor]]
+        self,
+        wire: WireBatch,
+        partials: Sequence[torch.Tensor | Sequence[torch.Tensor]],
+        sequences: Sequence[Sequence[torch.Tensor]] | None = None,
     ) -> LookupResult:
         """Add up / place the ranks' partial outputs and cut them into the result.
 
         Args:
             wire: The encoded batch.
-            partials: Per rank, in rank order: its ``[batch, num_cols]`` output, or the outputs
-                of its kernel groups (saves one copy when the ranks run in this process).
+            partials: Per rank, in rank order: its ``[batch, num_cols]`` pooled output, or the
+                outputs of its kernel groups (saves one copy when the ranks run in this process).
+            sequences: Per rank, its sequence groups' ``[ids, width]`` outputs (None: the plan
+                has no sequence tables).
         """
         layout = self.layout
         out = (torch.zeros if layout.overlapping else torch.empty)(
@@ -300,14 +305,58 @@ class LookupFrontend:
             else None
         )
         return LookupResult(
-            candidates=candidates, requests=requests, candidate_request=wire.candidate_request
+            candidates=candidates,
+            requests=requests,
+            candidate_request=wire.candidate_request,
+            sequences=self._sequences(wire, sequences) if sequences is not None else {},
         )
+
+    def _sequences(
+        self, wire: WireBatch, per_rank: Sequence[Sequence[torch.Tensor]]
+    ) -> dict[str, JaggedTensor]:
+        """Each sequence feature of the batch: ``[ids, dim]`` rows, one per id, in bag order."""
+        layout = self.layout
+        nf = len(layout.features)
+        lengths = (
+            wire.lengths.view(nf, wire.batch)
+            if wire.batch
+            else torch.zeros((nf, 0), dtype=torch.int64)
+        )
+        counts = lengths.sum(dim=1).tolist() if wire.batch else [0] * nf
+        wanted = {
+            fi: n
+            for fis, n in (
+                (wire.candidate_features, wire.num_candidates),
+                (wire.request_features, wire.num_requests),
+            )
+            for fi in fis
+            if layout.sequence[fi]
+        }
+        outs = {
+            fi: torch.zeros((int(counts[fi]), layout.dims[fi]), dtype=torch.float32)
+            for fi in wanted
+        }
+        for r, pieces in enumerate(per_rank):
+            for group, piece in zip(layout.ranks[r].sequence_groups, pieces, strict=True):
+                start = 0
+                for p in group.pairs:
+                    n = int(counts[p.feature])
+                    if p.feature in outs and n:
+                        outs[p.feature][:, p.out_col : p.out_col + p.num_cols].add_(
+                            piece[start : start + n]
+                        )
+                    start += n
+        return {
+            layout.features[fi]: JaggedTensor(values=outs[fi], lengths=lengths[fi, :bags].clone())
+            for fi, bags in wanted.items()
+        }
 
     def _keyed(self, out: torch.Tensor, rows: int, features: tuple[int, ...]) -> KeyedTensor:
         layout = self.layout
+        features = tuple(f for f in features if not layout.sequence[f])
         keys = [layout.features[f] for f in features]
         dims = [layout.dims[f] for f in features]
-        if features == tuple(range(len(layout.features))):
+        if features == tuple(range(layout.num_pooled)):
             values = out[:rows]
         else:
             cols = (

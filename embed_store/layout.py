@@ -10,8 +10,13 @@ row-wise shard returns a partial sum that the combine step adds up. Column-wise 
 their column slice. Units are split into ``threads_per_rank`` kernel groups (one FBGEMM module
 each) because the CPU kernel runs a module on one thread.
 
-Output columns: feature ``f`` occupies ``[col_offset[f], col_offset[f] + dim[f])`` of the pooled
-``[batch, total_cols]`` result; pair ``p`` writes its ``num_cols`` columns at
+Sequence (unpooled, ``PoolingType.NONE``) features travel in the same wire after the pooled ones.
+Their units go into *sequence groups* (one FBGEMM module per dim: the unpooled kernel needs one
+dim per module) that return one row per id, zero for ids another shard holds; the combine adds
+(row splits) or places (column splits) those rows into each feature's ``[ids, dim]`` matrix.
+
+Output columns: pooled feature ``f`` occupies ``[col_offset[f], col_offset[f] + dim[f])`` of the
+pooled ``[batch, total_cols]`` result; pair ``p`` writes its ``num_cols`` columns at
 ``out_col = col_offset[f] + shard.col_offset``.
 """
 
@@ -103,6 +108,14 @@ class RankLayout:
     groups: tuple[KernelGroup, ...]
     num_cols: int
     out_cols: torch.Tensor
+    sequence_groups: tuple[KernelGroup, ...] = ()
+
+    def sequence_elems(self, ids_per_feature: list[int]) -> int:
+        """float32 values the rank's sequence groups return for a batch with these id counts."""
+        return sum(
+            sum(ids_per_feature[p.feature] for p in g.pairs) * g.units[0].shard.num_cols
+            for g in self.sequence_groups
+        )
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -118,6 +131,8 @@ class LookupLayout:
         col_offsets: First pooled-result column of each wire feature.
         total_cols: Columns of the pooled result.
         ranks: One per rank, in rank order.
+        sequence: Whether each wire feature is a sequence (unpooled) feature; those come after
+            the pooled ones, and their ``col_offsets`` are 0 (each has its own matrix).
         overlapping: True when some result column is written by several ranks or pairs
             (row-wise shards): the combine adds instead of copying.
     """
@@ -130,6 +145,12 @@ class LookupLayout:
     total_cols: int
     ranks: tuple[RankLayout, ...]
     overlapping: bool
+    sequence: tuple[bool, ...] = ()
+
+    @property
+    def num_pooled(self) -> int:
+        """Pooled wire features (the first ones)."""
+        return len(self.features) - sum(self.sequence)
 
     @property
     def world_size(self) -> int:
@@ -149,7 +170,7 @@ class LookupLayout:
             threads_per_rank: Kernel groups per rank (cores each rank may use).
 
         Raises:
-            PlanError: A sequence (unpooled) table: not served by this layout.
+            PlanError: A shard on a rank outside the plan's devices, or columns no shard holds.
         """
         return cls._build(plan, plan.tables, len(plan.devices), threads_per_rank)
 
@@ -176,31 +197,32 @@ class LookupLayout:
     ) -> LookupLayout:
         if threads < 1:
             raise ValueError(f"threads per rank must be >= 1, got {threads}")
-        seq = [t.name for t in tables if t.pooling is PoolingType.NONE]
-        if seq:
-            raise PlanError(
-                f"tables {seq} are unpooled (sequence) tables; the pooled lookup layout cannot "
-                "serve them",
-                kind=PlanErrorKind.CONSTRAINT_CONFLICT,
-                hint="serve sequence tables through embed_store.sequence (EmbeddingCollection)",
-            )
+        ordered = sorted(tables, key=lambda x: x.name)
+        # Wire order: pooled tables' features, then sequence tables' features.
+        wire = [t for t in ordered if t.pooling is not PoolingType.NONE] + [
+            t for t in ordered if t.pooling is PoolingType.NONE
+        ]
         features: list[str] = []
         feature_tables: list[str] = []
         dims: list[int] = []
         mean: list[bool] = []
+        sequence: list[bool] = []
         col_offsets: list[int] = []
         col = 0
         table_features: dict[str, list[int]] = {}
-        for t in sorted(tables, key=lambda x: x.name):
+        for t in wire:
+            is_seq = t.pooling is PoolingType.NONE
             for f in t.features:
                 table_features.setdefault(t.name, []).append(len(features))
                 features.append(f.name)
                 feature_tables.append(t.name)
                 dims.append(t.dim)
                 mean.append(t.pooling is PoolingType.MEAN)
-                col_offsets.append(col)
-                col += t.dim
+                sequence.append(is_seq)
+                col_offsets.append(0 if is_seq else col)
+                col += 0 if is_seq else t.dim
         per_rank_units: list[list[tuple[ShardUnit, float]]] = [[] for _ in range(world)]
+        per_rank_seq: list[list[ShardUnit]] = [[] for _ in range(world)]
         for t in tables:
             pooling = sum(f.pooling_factor for f in t.features)
             for s in t.shards:
@@ -217,34 +239,25 @@ class LookupLayout:
                     precision=t.precision,
                     covers_all_rows=s.row_offset == 0 and s.num_rows == t.num_rows,
                 )
+                if t.pooling is PoolingType.NONE:
+                    per_rank_seq[s.rank].append(unit)
+                    continue
                 # Cost ~ ids read x bytes per id read (a row-sharded unit still scans every id).
                 cost = max(pooling, 1e-3) * s.num_cols * t.precision.bits / 8
                 per_rank_units[s.rank].append((unit, cost))
         coverage: dict[int, int] = {}
+        seq_coverage: dict[tuple[int, int], int] = {}
         ranks = []
         for r in range(world):
             groups = _split_groups(per_rank_units[r], threads)
             kernel_groups = []
             out_cols: list[int] = []
             for units in groups:
-                pairs = []
-                for ui, u in enumerate(units):
-                    for fi in table_features[u.table]:
-                        out_col = col_offsets[fi] + u.shard.col_offset
-                        pairs.append(
-                            Pair(
-                                unit=ui,
-                                feature=fi,
-                                row_offset=u.shard.row_offset,
-                                num_rows=u.shard.num_rows,
-                                covers_all_rows=u.covers_all_rows,
-                                out_col=out_col,
-                                num_cols=u.shard.num_cols,
-                            )
-                        )
-                        for c in range(out_col, out_col + u.shard.num_cols):
-                            coverage[c] = coverage.get(c, 0) + 1
-                        out_cols.extend(range(out_col, out_col + u.shard.num_cols))
+                pairs = _pairs(units, table_features, col_offsets)
+                for p in pairs:
+                    for c in range(p.out_col, p.out_col + p.num_cols):
+                        coverage[c] = coverage.get(c, 0) + 1
+                    out_cols.extend(range(p.out_col, p.out_col + p.num_cols))
                 kernel_groups.append(
                     KernelGroup(
                         units=tuple(units),
@@ -252,13 +265,38 @@ class LookupLayout:
                         num_cols=sum(p.num_cols for p in pairs),
                     )
                 )
+            seq_groups = []
+            by_width: dict[int, list[ShardUnit]] = {}
+            for u in per_rank_seq[r]:
+                by_width.setdefault(u.shard.num_cols, []).append(u)
+            for width in sorted(by_width):
+                units = by_width[width]
+                pairs = _pairs(units, table_features, col_offsets)
+                for p in pairs:
+                    for c in range(p.out_col, p.out_col + p.num_cols):
+                        key = (p.feature, c)
+                        seq_coverage[key] = seq_coverage.get(key, 0) + 1
+                seq_groups.append(
+                    KernelGroup(units=tuple(units), pairs=tuple(pairs), num_cols=width)
+                )
             ranks.append(
                 RankLayout(
                     rank=r,
                     groups=tuple(kernel_groups),
                     num_cols=len(out_cols),
                     out_cols=torch.tensor(out_cols, dtype=torch.int64),
+                    sequence_groups=tuple(seq_groups),
                 )
+            )
+        seq_missing = [
+            features[i]
+            for i, is_seq in enumerate(sequence)
+            if is_seq and any(seq_coverage.get((i, c), 0) == 0 for c in range(dims[i]))
+        ]
+        if seq_missing:
+            raise PlanError(
+                f"sequence features {seq_missing} have columns no shard holds",
+                kind=PlanErrorKind.PLAN_MISMATCH,
             )
         missing = [c for c in range(col) if coverage.get(c, 0) == 0]
         if missing:
@@ -276,7 +314,29 @@ class LookupLayout:
             total_cols=col,
             ranks=tuple(ranks),
             overlapping=any(v > 1 for v in coverage.values()),
+            sequence=tuple(sequence),
         )
+
+
+def _pairs(
+    units: list[ShardUnit], table_features: dict[str, list[int]], col_offsets: list[int]
+) -> list[Pair]:
+    """The (unit, feature) input groups of a kernel, in the kernel's feature order."""
+    pairs = []
+    for ui, u in enumerate(units):
+        for fi in table_features[u.table]:
+            pairs.append(
+                Pair(
+                    unit=ui,
+                    feature=fi,
+                    row_offset=u.shard.row_offset,
+                    num_rows=u.shard.num_rows,
+                    covers_all_rows=u.covers_all_rows,
+                    out_col=col_offsets[fi] + u.shard.col_offset,
+                    num_cols=u.shard.num_cols,
+                )
+            )
+    return pairs
 
 
 def _split_groups(units: list[tuple[ShardUnit, float]], k: int) -> list[list[ShardUnit]]:

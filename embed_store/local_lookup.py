@@ -63,7 +63,12 @@ class LocalLookup:
         """
         wire = self.frontend.encode(batch)
         partials = [r.compute_groups(wire.rows, wire.lengths, wire.batch) for r in self._ranks]
-        return self.frontend.combine(wire, partials)
+        sequences = (
+            [r.compute_sequences(wire.rows, wire.lengths, wire.batch) for r in self._ranks]
+            if any(self.layout.sequence)
+            else None
+        )
+        return self.frontend.combine(wire, partials, sequences)
 
     def close(self) -> None:
         """Release the kernel threads."""

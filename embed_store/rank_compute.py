@@ -19,7 +19,13 @@ import torch
 from embed_store.layout import KernelGroup, RankLayout
 from embed_store.quantize import TbeTable, build_tbe
 
-__all__ = ["BlockReader", "RankCompute", "feature_value_offsets"]
+__all__ = [
+    "BlockReader",
+    "RankCompute",
+    "feature_value_offsets",
+    "ids_per_feature",
+    "split_rank_output",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -40,10 +46,31 @@ def feature_value_offsets(lengths: torch.Tensor, num_features: int, batch: int) 
     return [0, *torch.cumsum(per_feature, 0).tolist()]
 
 
+def ids_per_feature(lengths: torch.Tensor, num_features: int, batch: int) -> list[int]:
+    if num_features == 0 or batch == 0:
+        return [0] * num_features
+    return [int(x) for x in lengths.view(num_features, batch).sum(dim=1).tolist()]
+
+
+def split_rank_output(
+    layout: RankLayout, flat: torch.Tensor, ids_per_feature: list[int], batch: int
+) -> tuple[torch.Tensor, list[torch.Tensor]]:
+    """Views of a rank's flat float32 output: pooled ``[batch, num_cols]`` then one
+    ``[ids, width]`` block per sequence group (sizes from the wire's id counts)."""
+    n = batch * layout.num_cols
+    pooled = flat[:n].view(batch, layout.num_cols)
+    pieces = []
+    for g in layout.sequence_groups:
+        ids = sum(ids_per_feature[p.feature] for p in g.pairs)
+        pieces.append(flat[n : n + ids * g.num_cols].view(ids, g.num_cols))
+        n += ids * g.num_cols
+    return pooled, pieces
+
+
 class _GroupKernel:
     """One kernel group: its FBGEMM module and how to cut its input out of the wire."""
 
-    def __init__(self, group: KernelGroup, read: BlockReader) -> None:
+    def __init__(self, group: KernelGroup, read: BlockReader, pooled: bool = True) -> None:
         self.group = group
         tables = [
             TbeTable(u.label, u.shard.num_rows, u.shard.num_cols, u.precision) for u in group.units
@@ -58,7 +85,9 @@ class _GroupKernel:
             )
             for u in group.units
         ]
-        self.module = build_tbe(tables, weights, feature_table_map=[p.unit for p in group.pairs])
+        self.module = build_tbe(
+            tables, weights, feature_table_map=[p.unit for p in group.pairs], pooled=pooled
+        )
         self.features = torch.tensor([p.feature for p in group.pairs], dtype=torch.int64)
 
     def __call__(
@@ -92,6 +121,9 @@ class RankCompute:
         self.layout = rank_layout
         self.num_features = num_features
         self._kernels = [_GroupKernel(g, read) for g in rank_layout.groups]
+        self._sequence_kernels = [
+            _GroupKernel(g, read, pooled=False) for g in rank_layout.sequence_groups
+        ]
         self._pool = (
             concurrent.futures.ThreadPoolExecutor(
                 max_workers=len(self._kernels) - 1, thread_name_prefix="adrank-kernel"
@@ -130,6 +162,43 @@ class RankCompute:
             out[:, col : col + r.shape[1]].copy_(r)
             col += r.shape[1]
         return out
+
+    def output_elems(self, lengths: torch.Tensor, batch: int) -> int:
+        """float32 values of this rank's flat output (pooled part, then sequence groups)."""
+        return batch * self.num_cols + self.layout.sequence_elems(
+            ids_per_feature(lengths, self.num_features, batch)
+        )
+
+    def compute_flat(
+        self, rows: torch.Tensor, lengths: torch.Tensor, batch: int, out: torch.Tensor
+    ) -> None:
+        """Write the rank's whole output into the flat float32 ``out`` (see :meth:`split_flat`)."""
+        pooled, sequences = self.split_flat(out, lengths, batch)
+        self.compute(rows, lengths, batch, out=pooled)
+        for piece, result in zip(
+            sequences, self.compute_sequences(rows, lengths, batch), strict=True
+        ):
+            piece.copy_(result)
+
+    def split_flat(
+        self, flat: torch.Tensor, lengths: torch.Tensor, batch: int
+    ) -> tuple[torch.Tensor, list[torch.Tensor]]:
+        """Views of a flat output: pooled ``[batch, num_cols]`` and one ``[ids, width]`` per
+        sequence group."""
+        return split_rank_output(
+            self.layout, flat, ids_per_feature(lengths, self.num_features, batch), batch
+        )
+
+    def compute_sequences(
+        self, rows: torch.Tensor, lengths: torch.Tensor, batch: int
+    ) -> list[torch.Tensor]:
+        """Each sequence group's ``[ids of its pairs, width]`` rows (zero where another shard
+        holds the id)."""
+        if not self._sequence_kernels:
+            return []
+        lengths_2d = lengths.view(self.num_features, batch)
+        offsets = feature_value_offsets(lengths, self.num_features, batch)
+        return [k(rows, lengths_2d, offsets) for k in self._sequence_kernels]
 
     def compute_groups(
         self, rows: torch.Tensor, lengths: torch.Tensor, batch: int

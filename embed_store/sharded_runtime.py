@@ -44,7 +44,7 @@ from embed_store.batch import LookupBatch, LookupResult
 from embed_store.checkpoint import open_checkpoint
 from embed_store.frontend import LookupFrontend
 from embed_store.layout import LookupLayout
-from embed_store.rank_compute import RankCompute
+from embed_store.rank_compute import RankCompute, ids_per_feature, split_rank_output
 from embed_store.transport import (
     Control,
     Header,
@@ -56,6 +56,7 @@ from embed_store.transport import (
 
 __all__ = [
     "RuntimeConfig",
+    "output_sizes",
     "ShardedLookup",
     "launch_local",
     "load_remaps",
@@ -140,15 +141,14 @@ def _start_rank(config: RuntimeConfig, store: dist.Store, rank: int, world: int)
         ckpt.check_plan(plan, source=config.checkpoint_path)
         layout = LookupLayout.from_plan(plan, threads_per_rank=config.threads_per_rank)
         compute = RankCompute(layout.ranks[rank], len(layout.features), ckpt.read_block)
-        out_cols = [r.num_cols for r in layout.ranks]
         use_shm = config.transport == "shm" or (
             config.transport == "auto" and all_on_one_host(store, rank, world, "adrank-hosts")
         )
         if use_shm:
             prefix = _session_prefix(store, rank)
-            data: SharedMemoryData | ProcessGroupData = SharedMemoryData(prefix, rank, out_cols)
+            data: SharedMemoryData | ProcessGroupData = SharedMemoryData(prefix, rank, world)
         else:
-            data = ProcessGroupData(control, out_cols)
+            data = ProcessGroupData(control)
         state = _Rank(plan=plan, layout=layout, compute=compute, control=control, data=data)
     except Exception as exc:  # reported to every rank below, then re-raised here
         error = exc
@@ -167,6 +167,12 @@ def _start_rank(config: RuntimeConfig, store: dist.Store, rank: int, world: int)
     assert state is not None
     control.started()
     return state
+
+
+def output_sizes(layout: LookupLayout, lengths: torch.Tensor, batch: int) -> list[int]:
+    """float32 values of every rank's flat output for a wire batch (pooled + sequence parts)."""
+    ids = ids_per_feature(lengths, len(layout.features), batch)
+    return [batch * r.num_cols + r.sequence_elems(ids) for r in layout.ranks]
 
 
 def _start_errors(store: dist.Store, world: int) -> str:
@@ -211,21 +217,20 @@ def _serve_worker(state: _Rank) -> None:
                 control.agree(failed=False)
                 return
             failed = False
-            out = data.output_buffer(header.batch)
             try:
                 rows, lengths = data.receive_batch(header)
             except RuntimeError as exc:  # gloo: rank 0 went away mid-batch
                 raise RankFailedError(
                     f"rank {control.rank} lost rank 0 during batch {header.seq}: {_first_line(exc)}"
                 ) from exc
+            out = data.output_buffer(output_sizes(state.layout, lengths, header.batch))
             try:
-                compute.compute(rows, lengths, header.batch, out=out)
+                compute.compute_flat(rows, lengths, header.batch, out)
             except Exception:
                 logger.exception("rank %d failed on batch %d", control.rank, header.seq)
                 failed = True
             try:
-                if isinstance(data, ProcessGroupData):
-                    data.send_output(out)  # rank 0 waits for every rank's part, even a failed one
+                data.send_output(out)  # collectives: rank 0 waits for every part, even a failed one
                 control.agree(failed=failed)
             except RuntimeError as exc:
                 raise RankFailedError(
@@ -314,15 +319,17 @@ class ShardedLookup:
                 )
                 if pg_data:  # collectives: the workers post the receive after the header
                     st.data.send_batch(wire.rows, wire.lengths)
-                own = st.compute.compute(wire.rows, wire.lengths, wire.batch)
+                sizes = output_sizes(self.layout, wire.lengths, wire.batch)
+                own = torch.empty(sizes[0], dtype=torch.float32)
+                st.compute.compute_flat(wire.rows, wire.lengths, wire.batch, own)
                 if pg_data:
-                    partials = st.data.gather_outputs(own, wire.batch)
+                    flats = st.data.gather_outputs(own, sizes)
                     ok = st.control.agree(failed=False)
                 else:
                     # Shared segments are read after the agreement: by then every rank has
                     # written (and, if it grew, created) its segment.
                     ok = st.control.agree(failed=False)
-                    partials = st.data.gather_outputs(own, wire.batch) if ok else []
+                    flats = st.data.gather_outputs(own, sizes) if ok else []
             except RuntimeError as exc:
                 self._broken = self._describe_failure(exc)
                 raise RankFailedError(self._broken) from exc
@@ -331,7 +338,16 @@ class ShardedLookup:
             if not ok:
                 self._broken = f"a rank failed computing batch {self._seq} (see its log)"
                 raise RankFailedError(self._broken)
-            return self.frontend.combine(wire, partials)
+            ids = ids_per_feature(wire.lengths, len(self.layout.features), wire.batch)
+            split = [
+                split_rank_output(rl, flat, ids, wire.batch)
+                for rl, flat in zip(self.layout.ranks, flats, strict=True)
+            ]
+            return self.frontend.combine(
+                wire,
+                [pooled for pooled, _ in split],
+                [seq for _, seq in split] if any(self.layout.sequence) else None,
+            )
 
     def _check_usable(self) -> None:
         if self._closed:

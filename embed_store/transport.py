@@ -206,17 +206,19 @@ class _Segment:
 class SharedMemoryData:
     """Wire batch and partial outputs in shared memory (ranks on one host).
 
+    Every rank's output is a flat float32 array whose size (``sizes[rank]``) all ranks compute
+    from the wire's lengths.
+
     Args:
         prefix: Unique file-name prefix of this runtime (same on every rank).
         rank: This rank.
-        out_cols: Partial-output columns of every rank.
+        world_size: Ranks.
     """
 
-    def __init__(self, prefix: str, rank: int, out_cols: list[int]) -> None:
+    def __init__(self, prefix: str, rank: int, world_size: int) -> None:
         self.rank = rank
-        self.out_cols = out_cols
         self._input = _Segment(prefix, "in", owner=rank == 0)
-        self._outputs = [_Segment(prefix, f"out{r}", owner=r == rank) for r in range(len(out_cols))]
+        self._outputs = [_Segment(prefix, f"out{r}", owner=r == rank) for r in range(world_size)]
 
     def send_batch(self, rows: torch.Tensor, lengths: torch.Tensor) -> None:
         """Rank 0: put the wire batch where the other ranks read it (before the header)."""
@@ -232,21 +234,22 @@ class SharedMemoryData:
         view = buf[: (n_len + header.num_values) * 8].view(torch.int64)
         return view[n_len:], view[:n_len]
 
-    def output_buffer(self, batch: int) -> torch.Tensor:
-        """This rank's ``[batch, cols]`` output, in its shared segment."""
-        cols = self.out_cols[self.rank]
-        buf = self._outputs[self.rank].ensure(batch * cols * 4)
-        return buf[: batch * cols * 4].view(torch.float32).view(batch, cols)
+    def output_buffer(self, sizes: list[int]) -> torch.Tensor:
+        """This rank's flat output (``sizes[rank]`` float32 values) in its shared segment."""
+        n = sizes[self.rank]
+        return self._outputs[self.rank].ensure(n * 4)[: n * 4].view(torch.float32)
 
-    def gather_outputs(self, own: torch.Tensor, batch: int) -> list[torch.Tensor]:
-        """Rank 0, after every rank agreed: all partial outputs (views of the segments)."""
+    def send_output(self, out: torch.Tensor) -> None:
+        """Nothing to send: rank 0 reads the segment after the agreement."""
+
+    def gather_outputs(self, own: torch.Tensor, sizes: list[int]) -> list[torch.Tensor]:
+        """Rank 0, after every rank agreed: all flat outputs (views of the segments)."""
         outs = []
-        for r, cols in enumerate(self.out_cols):
+        for r, n in enumerate(sizes):
             if r == self.rank:
                 outs.append(own)
-                continue
-            buf = self._outputs[r].ensure(batch * cols * 4)
-            outs.append(buf[: batch * cols * 4].view(torch.float32).view(batch, cols))
+            else:
+                outs.append(self._outputs[r].ensure(n * 4)[: n * 4].view(torch.float32))
         return outs
 
     def close(self) -> None:
@@ -261,15 +264,12 @@ class ProcessGroupData:
 
     Args:
         control: The runtime's control plane (its process group carries the data too).
-        out_cols: Partial-output columns of every rank.
     """
 
-    def __init__(self, control: Control, out_cols: list[int]) -> None:
+    def __init__(self, control: Control) -> None:
         self.control = control
         self.rank = control.rank
-        self.out_cols = out_cols
-        self._width = max(out_cols) if out_cols else 0
-        self._padded = torch.zeros((0, self._width), dtype=torch.float32)
+        self._padded = torch.zeros(0, dtype=torch.float32)
 
     def send_batch(self, rows: torch.Tensor, lengths: torch.Tensor) -> None:
         """Rank 0: broadcast the wire batch (after the header)."""
@@ -289,23 +289,24 @@ class ProcessGroupData:
             [t], opts
         ).wait()
 
-    def output_buffer(self, batch: int) -> torch.Tensor:
-        """A ``[batch, width]`` buffer whose first ``cols`` columns hold this rank's output."""
-        self._padded = torch.zeros((batch, self._width), dtype=torch.float32)
-        return self._padded[:, : self.out_cols[self.rank]]
+    def output_buffer(self, sizes: list[int]) -> torch.Tensor:
+        """This rank's flat output: the head of a buffer padded to the largest rank's size
+        (gloo's gather needs equal sizes)."""
+        self._padded = torch.zeros(max(sizes), dtype=torch.float32)
+        return self._padded[: sizes[self.rank]]
 
     def send_output(self, out: torch.Tensor) -> None:
         """Other ranks: send ``out`` (from :meth:`output_buffer`) to rank 0, padded."""
         assert out.data_ptr() == self._padded.data_ptr()
         self._gather(self._padded, None)
 
-    def gather_outputs(self, own: torch.Tensor, batch: int) -> list[torch.Tensor]:
-        """Rank 0: every rank's output."""
-        full = torch.zeros((batch, self._width), dtype=torch.float32)
-        full[:, : own.shape[1]].copy_(own)
-        recv = [torch.empty_like(full) for _ in self.out_cols]
+    def gather_outputs(self, own: torch.Tensor, sizes: list[int]) -> list[torch.Tensor]:
+        """Rank 0: every rank's flat output."""
+        full = torch.zeros(max(sizes), dtype=torch.float32)
+        full[: own.numel()].copy_(own)
+        recv = [torch.empty_like(full) for _ in sizes]
         self._gather(full, recv)
-        return [recv[r][:, :cols] for r, cols in enumerate(self.out_cols)]
+        return [recv[r][:n] for r, n in enumerate(sizes)]
 
     def _gather(self, t: torch.Tensor, recv: list[torch.Tensor] | None) -> None:
         opts = GatherOptions()

@@ -162,3 +162,54 @@ def mixed_plan(*, precision: Precision = Precision.FP32) -> ShardPlan:
         ],
         2,
     )
+
+
+def sequence_plan() -> ShardPlan:
+    """Pooled and sequence (unpooled) tables over 2 ranks: ``s_rw`` (row-wise, dim 8, features
+    ``hist_ads`` and ``hist_ads_cand``), ``s_cw`` (column-wise 4 + 4, feature ``hist_cats``),
+    ``s_tw`` (table-wise on rank 1, dim 4, feature ``hist_geo``), plus pooled ``p_tw``
+    (``f_pool``, dim 8, rank 0)."""
+    none = PoolingType.NONE
+    return make_plan(
+        [
+            table(
+                "p_tw",
+                [feature("f_pool", 1, 30)],
+                30,
+                8,
+                ShardingType.TABLE_WISE,
+                [(0, 0, 30, 0, 8)],
+            ),
+            table(
+                "s_rw",
+                [
+                    feature("hist_ads", 2, 70, pooling=none),
+                    feature("hist_ads_cand", 3, 70, pooling=none),
+                ],
+                70,
+                8,
+                ShardingType.ROW_WISE,
+                [(0, 0, 35, 0, 8), (1, 35, 35, 0, 8)],
+                pooling=none,
+            ),
+            table(
+                "s_cw",
+                [feature("hist_cats", 4, 20, pooling=none)],
+                20,
+                8,
+                ShardingType.COLUMN_WISE,
+                [(1, 0, 20, 0, 4), (0, 0, 20, 4, 4)],
+                pooling=none,
+            ),
+            table(
+                "s_tw",
+                [feature("hist_geo", 5, 12, pooling=none)],
+                12,
+                4,
+                ShardingType.TABLE_WISE,
+                [(1, 0, 12, 0, 4)],
+                pooling=none,
+            ),
+        ],
+        2,
+    )

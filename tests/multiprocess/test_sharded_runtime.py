@@ -156,3 +156,34 @@ def test_idle_runtime_stays_up_past_the_timeout(tmp_path: Path) -> None:
         rt.lookup(batch)
         processes = list(rt._processes)
     assert [p.exitcode for p in processes] == [0]
+
+
+@pytest.mark.parametrize("transport", ["shm", "process_group"])
+def test_sequence_lookups_across_two_ranks_equal_one_device(tmp_path: Path, transport: str) -> None:
+    from tests.plan_builders import sequence_plan
+
+    plan = sequence_plan()
+    write_plan(plan, tmp_path / "plan.json")
+    init_checkpoint(tmp_path / "ckpt", plan, seed=2)
+    single = _single(tmp_path, tmp_path / "ckpt")
+    rng = np.random.default_rng(3)
+    config = RuntimeConfig(str(tmp_path), str(tmp_path / "ckpt"), transport=transport, timeout_s=60)
+    with launch_local(config, 2) as rt:
+        for _ in range(3):
+            req = {
+                "hist_ads": [list(rng.integers(0, 70, rng.integers(0, 30)))],
+                "hist_cats": [list(rng.integers(0, 20, rng.integers(0, 30)))],
+                "hist_geo": [list(rng.integers(0, 12, rng.integers(0, 5)))],
+            }
+            n = int(rng.integers(1, 20))
+            cand = {
+                "f_pool": [list(rng.integers(0, 30, 3)) for _ in range(n)],
+                "hist_ads_cand": [list(rng.integers(0, 70, 2)) for _ in range(n)],
+            }
+            batch = LookupBatch(JaggedIds.from_lists(cand), JaggedIds.from_lists(req))
+            a, b = rt.lookup(batch), single.lookup(batch)
+            assert sorted(a.sequences) == sorted(b.sequences)
+            for f in a.sequences:
+                assert torch.equal(a.sequences[f].values(), b.sequences[f].values()), f
+                assert torch.equal(a.sequences[f].lengths(), b.sequences[f].lengths()), f
+            assert torch.equal(a.candidates.values(), b.candidates.values())

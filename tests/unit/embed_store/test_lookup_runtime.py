@@ -4,7 +4,6 @@ request-level reuse, pruning remaps and input validation."""
 
 from __future__ import annotations
 
-import dataclasses
 from pathlib import Path
 
 import numpy as np
@@ -13,7 +12,7 @@ import torch
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from adrank.errors import InputError, PlanError
+from adrank.errors import InputError
 from adrank.types import PoolingType, Precision, ShardingType
 from embed_store.batch import JaggedIds, LookupBatch
 from embed_store.layout import LookupLayout
@@ -255,22 +254,37 @@ def test_bad_batches_name_the_field_and_compute_nothing() -> None:
         assert info.value.exit_code == 2
 
 
-def test_sequence_tables_are_refused_by_the_pooled_layout() -> None:
-    plan = mixed_plan()
-    seq = dataclasses.replace(
-        plan,
-        tables=tuple(
-            dataclasses.replace(
-                t,
-                pooling=PoolingType.NONE,
-                features=tuple(
-                    dataclasses.replace(f, pooling=PoolingType.NONE) for f in t.features
-                ),
-            )
-            if t.name == "t_tw"
-            else t
-            for t in plan.tables
-        ),
-    )
-    with pytest.raises(PlanError, match="t_tw"):
-        LookupLayout.from_plan(seq)
+def _sequence_batch(rng: np.random.Generator, n_req: int, n_cand: int) -> LookupBatch:
+    rows = {"hist_ads": 70, "hist_cats": 20, "hist_geo": 12, "hist_ads_cand": 70, "f_pool": 30}
+    req = {
+        f: [list(rng.integers(0, rows[f], rng.integers(0, 7))) for _ in range(n_req)]
+        for f in ("hist_ads", "hist_cats", "hist_geo")
+    }
+    cand = {
+        f: [list(rng.integers(0, rows[f], rng.integers(0, 4))) for _ in range(n_cand)]
+        for f in ("f_pool", "hist_ads_cand")
+    }
+    return LookupBatch(JaggedIds.from_lists(cand), JaggedIds.from_lists(req))
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_sequence_lookups_return_one_row_per_id_sharded_or_not(seed: int) -> None:
+    from tests.plan_builders import sequence_plan
+
+    plan = sequence_plan()
+    weights = _weights(plan, seed=seed)
+    batch = _sequence_batch(np.random.default_rng(seed), 3, 5)
+    sharded = LocalLookup(plan, LookupLayout.from_plan(plan), _reader(weights)).lookup(batch)
+    single = LocalLookup.single_device(plan, _reader(weights)).lookup(batch)
+    assert sorted(sharded.sequences) == ["hist_ads", "hist_ads_cand", "hist_cats", "hist_geo"]
+    assert sharded.candidates.keys() == ["f_pool"]  # sequence features are not pooled columns
+    for f, jt in sharded.sequences.items():
+        table_name = plan.table_of_feature(f)[0].name
+        source = (
+            batch.requests if f.startswith("hist_") and f != "hist_ads_cand" else batch.candidates
+        )
+        ids = [i for bag in _bags(source, f) for i in bag]
+        assert jt.values().shape == (len(ids), plan.table(table_name).dim)
+        np.testing.assert_array_equal(jt.values().numpy(), weights[table_name][ids])
+        assert jt.lengths().tolist() == [len(b) for b in _bags(source, f)]
+        assert torch.equal(jt.values(), single.sequences[f].values())
