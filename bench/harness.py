@@ -101,7 +101,11 @@ def _device() -> str:
 
 
 def run_benchmark(
-    name: str, config_path: str | None = None, smoke: bool = False, write: bool = True
+    name: str,
+    config_path: str | None = None,
+    smoke: bool = False,
+    write: bool = True,
+    overrides: dict[str, Any] | None = None,
 ) -> BenchResult:
     """Run benchmark ``name`` and append its result to ``bench/results/<name>.jsonl``.
 
@@ -110,6 +114,7 @@ def run_benchmark(
         config_path: Optional YAML overlay on the module's ``DEFAULT_CONFIG``.
         smoke: Run the tiny size that unit tests use.
         write: Append the JSON line to the results file.
+        overrides: Settings applied after the file (e.g. ``{"devices": 4}`` from the CLI).
     """
     if name not in BENCHMARKS:
         raise SystemExit(f"unknown benchmark {name!r}; choose from {', '.join(BENCHMARKS)}")
@@ -122,6 +127,13 @@ def run_benchmark(
         if unknown:
             raise SystemExit(f"{config_path}: unknown keys {unknown}; known: {sorted(config)}")
         config.update(overlay)
+    if overrides:
+        unknown = sorted(set(overrides) - set(config))
+        if unknown:
+            raise SystemExit(
+                f"benchmark {name!r} has no settings {unknown}; known: {sorted(config)}"
+            )
+        config.update(overrides)
     result: BenchResult = module.run(config, smoke)
     result = dataclasses.replace(
         result,

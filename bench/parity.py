@@ -158,9 +158,13 @@ def run(config: dict[str, Any], smoke: bool = False) -> BenchResult:
 
     if smoke:
         config = {**config, **SMOKE}
-    n, cores = int(config["devices"]), int(config["cores"])
-    if n < 1 or cores < 1 or cores % n:
-        raise SystemExit(f"cores ({cores}) must be a positive multiple of devices ({n})")
+    n = int(config["devices"])
+    # Equal total cores on both sides, at least one per rank (more ranks than cores oversubscribe
+    # both sides alike).
+    cores = -(-max(int(config["cores"]), n) // n) * n
+    config = {**config, "cores": cores}
+    if n < 1:
+        raise SystemExit(f"devices must be >= 1, got {n}")
     ids_per_batch = int(config["tables"]) * int(config["batch"]) * int(config["pooling"])
     work = Path(tempfile.mkdtemp(prefix="adrank-bench-parity-"))
     try:
