@@ -94,6 +94,17 @@ class Precision(enum.Enum):
         """True for the integer precisions, whose rows carry a scale and bias."""
         return self in (Precision.INT8, Precision.INT4)
 
+    @property
+    def dim_multiple(self) -> int:
+        """Dims (and column-shard widths) must be a multiple of this: FBGEMM 1.8's row-wise
+        quantizer packs int8 rows in pairs and int4 rows in fours of values (checked on CPU:
+        int8 fails at odd dims, int4 unless the dim divides by 4)."""
+        return {Precision.INT8: 2, Precision.INT4: 4}.get(self, 1)
+
+    def supports_dim(self, dim: int) -> bool:
+        """True when rows of ``dim`` values can be stored at this precision."""
+        return dim >= 1 and dim % self.dim_multiple == 0
+
     def row_bytes(self, dim: int, row_alignment_bytes: int = DEFAULT_ROW_ALIGNMENT_BYTES) -> int:
         """Bytes one stored row of ``dim`` values takes, padding included.
 
@@ -111,8 +122,11 @@ class Precision(enum.Enum):
             raise ValueError(
                 f"dim and row_alignment_bytes must be >= 1, got {dim}, {row_alignment_bytes}"
             )
-        if self is Precision.INT4 and dim % 2:
-            raise ValueError(f"int4 rows need an even dim (two values per byte), got {dim}")
+        if not self.supports_dim(dim):
+            raise ValueError(
+                f"{self.value} rows need a dim that is a multiple of {self.dim_multiple} "
+                f"(FBGEMM's row-wise quantizer), got {dim}"
+            )
         unpadded = dim * self.bits // 8 + (QUANT_SCALE_BIAS_BYTES if self.is_quantized else 0)
         return -(-unpadded // row_alignment_bytes) * row_alignment_bytes
 

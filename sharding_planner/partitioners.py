@@ -219,7 +219,9 @@ class GreedyCostPartitioner:
             st, k, _ = choice[d.name]
             if st is ShardingType.COLUMN_WISE:
                 col = 0
-                for i, w in enumerate(split_cols(d.pruned.table.dim, k)):
+                for i, w in enumerate(
+                    split_cols(d.pruned.table.dim, k, min_unit=d.precision.precision.dim_multiple)
+                ):
                     items.append(
                         (
                             -tw_cost[d.name] * w / d.pruned.table.dim,

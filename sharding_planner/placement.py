@@ -13,14 +13,15 @@ Rules, in order (a table's or any of its features' entry in ``sharding_overrides
 4. Otherwise table-wise.
 
 Row splits are proportional to weights (free memory) by largest remainder; column splits are even
-in units of 4 columns (2 when the dim is not a multiple of 4 and the precision is int4).
+in units of 4 columns (2 or 1 when the dim is not a multiple of 4, never below what the precision
+needs: ``Precision.dim_multiple``).
 """
 
 from __future__ import annotations
 
 import math
 
-from adrank.types import Precision, ShardingType, Topology
+from adrank.types import ShardingType, Topology
 from sharding_planner.types import PlannerConfig, TableDraft
 
 __all__ = ["choose_sharding", "split_cols", "split_rows", "split_rows_in_blocks"]
@@ -64,14 +65,21 @@ def split_rows_in_blocks(num_rows: int, k: int) -> list[int]:
     return counts
 
 
-def split_cols(dim: int, k: int, unit: int = 4) -> list[int]:
+def split_cols(dim: int, k: int, unit: int = 4, min_unit: int = 1) -> list[int]:
     """Split ``dim`` columns into ``k`` near-equal chunks that are multiples of ``unit``.
+
+    Args:
+        dim: Columns.
+        k: Chunks wanted.
+        unit: Preferred width multiple (4: aligned rows).
+        min_unit: Width multiple the precision needs (``Precision.dim_multiple``: int8 2, int4
+            4); ``dim`` is a multiple of it.
 
     Returns:
         ``k`` widths summing to ``dim`` (fewer chunks if ``dim`` is too narrow for ``k``).
     """
     if dim % unit:
-        unit = 2 if dim % 2 == 0 else 1
+        unit = max(min_unit, 2 if dim % 2 == 0 else 1)
     units = dim // unit
     k = max(1, min(k, units))
     base, extra = divmod(units, k)
@@ -153,5 +161,4 @@ def _cw_shards(
     k = min(world, max(1, dim // config.placement.column_wise_min_cols))
     if want is not None:
         k = min(k, want)
-    unit = 2 if draft.precision.precision is Precision.INT4 else 4
-    return len(split_cols(dim, max(1, k), unit))
+    return len(split_cols(dim, max(1, k), min_unit=draft.precision.precision.dim_multiple))

@@ -24,10 +24,8 @@ def allowed_precisions(mode: PlanMode, dim: int) -> tuple[Precision, ...]:
     """Precisions a table of ``dim`` may use in ``mode``, fewest bits first."""
     if mode is PlanMode.TRAINING:
         return (Precision.FP16, Precision.FP32)
-    out = [Precision.INT8, Precision.FP16, Precision.FP32]
-    if dim % 2 == 0:
-        out.insert(0, Precision.INT4)
-    return tuple(out)
+    candidates = (Precision.INT4, Precision.INT8, Precision.FP16, Precision.FP32)
+    return tuple(p for p in candidates if p.supports_dim(dim))
 
 
 def validate_precision_config(config: PlannerConfig) -> None:
@@ -69,7 +67,7 @@ def choose_precision(
     Args:
         table: Table name (looked up first in ``errors``).
         features: Its features (looked up when the table has no entry).
-        dim: Its dim (int4 needs an even dim).
+        dim: Its dim (int8 needs a multiple of 2, int4 of 4).
         errors: Measured errors, or None.
         config: Mode, default precision and threshold.
 
@@ -95,13 +93,14 @@ def choose_precision(
         )
     if measured is None:
         default = config.effective_default_precision
-        if default not in allowed:  # int4 with an odd dim: the next wider precision
+        if default not in allowed:  # e.g. int4 at dim 6: the next wider precision
             wider = min((p for p in allowed if p.bits > default.bits), key=lambda p: p.bits)
             return PrecisionDecision(
                 table,
                 wider,
                 None,
-                f"{wider.value}: the default {default.value} needs an even dim, found {dim}",
+                f"{wider.value}: the default {default.value} needs a dim that is a multiple of "
+                f"{default.dim_multiple}, found {dim}",
             )
         return PrecisionDecision(
             table, default, None, f"default {default.value} (no measured errors for it)"

@@ -55,9 +55,17 @@ def test_row_bytes_follow_fbgemm_layout(
     assert precision.row_bytes(dim, align) == expected
 
 
-def test_int4_rejects_odd_dim() -> None:
-    with pytest.raises(ValueError, match="even"):
-        Precision.INT4.row_bytes(7)
+@pytest.mark.parametrize(
+    ("precision", "bad", "good"),
+    [(Precision.INT4, 6, 8), (Precision.INT4, 7, 4), (Precision.INT8, 7, 6), (Precision.FP16, 0, 7)],
+)
+def test_quantized_precisions_refuse_dims_fbgemm_cannot_store(
+    precision: Precision, bad: int, good: int
+) -> None:
+    assert precision.supports_dim(good) and not precision.supports_dim(bad)
+    with pytest.raises(ValueError, match="multiple of|>= 1"):
+        precision.row_bytes(bad)
+    assert precision.row_bytes(good) > 0
 
 
 def test_optimizer_state_bytes() -> None:

@@ -200,6 +200,10 @@ def test_int4_needs_even_dim() -> None:
     assert choose_precision("t", [], 7, errors, PlannerConfig()).precision is Precision.FP32
 
 
-def test_int4_default_with_odd_dim_widens_to_int8() -> None:
-    d = choose_precision("t", [], 7, None, PlannerConfig(default_precision=Precision.INT4))
-    assert d.precision is Precision.INT8 and "even dim" in d.reason
+def test_int4_default_widens_to_what_fbgemm_can_store_at_that_dim() -> None:
+    config = PlannerConfig(default_precision=Precision.INT4)
+    d6 = choose_precision("t", [], 6, None, config)  # int4 needs a multiple of 4, int8 of 2
+    assert d6.precision is Precision.INT8 and "multiple of 4" in d6.reason
+    d7 = choose_precision("t", [], 7, None, config)
+    assert d7.precision is Precision.FP16
+    assert choose_precision("t", [], 8, None, config).precision is Precision.INT4
