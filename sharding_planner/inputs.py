@@ -19,7 +19,7 @@ import json
 import logging
 import math
 import os
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -64,6 +64,7 @@ def features_from_stats(
     default_dim: int,
     dim_overrides: Mapping[str, int] | None = None,
     importance: Mapping[str, float] | None = None,
+    sequence_features: Sequence[str] = (),
     source: str = "stats",
 ) -> PlanInputs:
     """Build planner features from a stats report.
@@ -73,6 +74,8 @@ def features_from_stats(
         default_dim: Embedding dim of features without an override.
         dim_overrides: Feature -> dim.
         importance: Feature -> collision weight.
+        sequence_features: Features looked up unpooled (one embedding per id, e.g. a user's
+            behaviour sequence for attention): their tables get ``PoolingType.NONE``.
         source: Path of the stats file, for messages.
 
     Returns:
@@ -84,6 +87,7 @@ def features_from_stats(
     names = list(report.features)
     _check_named(names, dim_overrides, "--dim-override", source)
     _check_named(names, importance, "--importance", source)
+    _check_named(names, dict.fromkeys(sequence_features, 0), "--sequence-features", source)
     if not names:
         raise InputError(
             "the stats file has no sparse features",
@@ -113,7 +117,7 @@ def features_from_stats(
             FeatureSpec(
                 name=name,
                 dim=(dim_overrides or {}).get(name, default_dim),
-                pooling=PoolingType.SUM,
+                pooling=PoolingType.NONE if name in sequence_features else PoolingType.SUM,
                 pooling_factor=fs.total_ids / reference_rows if reference_rows else 0.0,
                 num_ids=distinct,
                 live_ids=live,
@@ -326,6 +330,7 @@ def load_plan_inputs(
     default_dim: int,
     dim_overrides: Mapping[str, int] | None = None,
     importance_path: str | os.PathLike[str] | None = None,
+    sequence_features: Sequence[str] = (),
 ) -> PlanInputs:
     """Read the planner's feature inputs from exactly one of a stats file or a tables file.
 
@@ -335,6 +340,8 @@ def load_plan_inputs(
         default_dim: Dim of features without one.
         dim_overrides: Feature -> dim.
         importance_path: Optional importance-weights file.
+        sequence_features: Stats features to look up unpooled (see :func:`features_from_stats`);
+            a tables file says ``"pooling": "none"`` per entry instead.
 
     Returns:
         The inputs.
@@ -353,7 +360,14 @@ def load_plan_inputs(
             default_dim=default_dim,
             dim_overrides=dim_overrides,
             importance=importance,
+            sequence_features=sequence_features,
             source=str(stats_path),
+        )
+    if sequence_features:
+        raise InputError(
+            "--sequence-features applies to a stats file",
+            source="--sequence-features",
+            hint='in a tables file set "pooling": "none" on those entries',
         )
     assert tables_path is not None
     entries = read_tables_file(tables_path)

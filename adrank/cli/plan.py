@@ -121,6 +121,12 @@ def register(subparsers: Any) -> argparse.ArgumentParser:
     )
     p.add_argument("--importance", metavar="FILE", help="JSON {feature: weight} for collisions")
     p.add_argument(
+        "--sequence-features",
+        default="",
+        metavar="F1,F2",
+        help="features looked up unpooled, one embedding per id (behaviour sequences)",
+    )
+    p.add_argument(
         "--precision-errors",
         metavar="FILE",
         help="measured relative errors per table/feature and precision",
@@ -287,6 +293,7 @@ def run(args: argparse.Namespace) -> int:
             default_dim=args.dim or DEFAULT_EMBEDDING_DIM,
             dim_overrides=dims or None,
             importance_path=args.importance,
+            sequence_features=[f for f in args.sequence_features.split(",") if f],
         )
     except InputError as exc:
         problems.append(exc)

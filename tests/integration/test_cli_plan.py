@@ -269,3 +269,27 @@ def test_insufficient_memory_keeps_the_old_plan(
     err = capsys.readouterr().err
     assert "rank 0" in err and "rank 1" in err and "available" in err
     assert (out / "plan.json").read_bytes() == before and not _leftovers(tmp_path)
+
+
+def test_sequence_features_get_unpooled_tables_the_runtime_serves(
+    stats_file: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from adrank.types import PoolingType
+    from embed_store.layout import LookupLayout
+
+    out = tmp_path / "plan"
+    args = ["-q", "plan", "--stats", str(stats_file), "--devices", "2", "--device-memory", "64MiB"]
+    rc = main([*args, "--sequence-features", "category,creative_type", "-o", str(out)])
+    assert rc == 0, capsys.readouterr().err
+    plan = read_plan(out / "plan.json")
+    for t in plan.tables:
+        names = {f.name for f in t.features}
+        if names & {"category", "creative_type"}:
+            assert t.pooling is PoolingType.NONE and names <= {"category", "creative_type"}
+        else:
+            assert t.pooling is PoolingType.SUM
+    layout = LookupLayout.from_plan(plan)
+    seq = {f for f, s in zip(layout.features, layout.sequence, strict=True) if s}
+    assert seq == {"category", "creative_type"}
+    rc = main([*args, "--sequence-features", "no_such_feature", "-o", str(tmp_path / "bad")])
+    assert rc == 2 and "no_such_feature" in capsys.readouterr().err
