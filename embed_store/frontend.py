@@ -18,7 +18,7 @@ import numpy as np
 import torch
 from torchrec.sparse.jagged_tensor import JaggedTensor, KeyedTensor
 
-from adrank.errors import InputError
+from adrank.errors import InputError, PlanError, PlanErrorKind
 from adrank.idmap import id_keys_to_hashed
 from adrank.types import ShardPlan
 from embed_store.batch import JaggedIds, LookupBatch, LookupResult
@@ -82,6 +82,17 @@ class LookupFrontend:
         self.layout = layout
         self._index = layout.feature_index()
         tables = {t.name: t for t in plan.tables}
+        unmapped = [
+            t.name for t in plan.tables if t.num_rows < t.hashed_rows and t.name not in remaps
+        ]
+        if unmapped:
+            # Without the remap a hashed id past num_rows would read outside the table.
+            raise PlanError(
+                f"tables {unmapped} are planned with fewer rows than hashed ids but have no "
+                "pruning remap",
+                kind=PlanErrorKind.PLAN_MISMATCH,
+                hint="run `adrank prune --plan DIR LOGS...` first, or plan with --no-prune",
+            )
         self._hashed_rows = [tables[t].hashed_rows for t in layout.tables]
         self._remaps: list[torch.Tensor | None] = []
         cache: dict[str, torch.Tensor] = {}

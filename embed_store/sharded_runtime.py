@@ -130,7 +130,7 @@ def _start_rank(config: RuntimeConfig, store: dist.Store, rank: int, world: int)
     error: BaseException | None = None
     state: _Rank | None = None
     try:
-        plan = read_plan(config.plan_path)
+        plan = read_plan(config.plan_path, require_remaps=True)
         if len(plan.devices) != world:
             raise InputError(
                 f"the plan places shards on {len(plan.devices)} devices but {world} ranks started",
@@ -466,7 +466,7 @@ def launch_local(
     """
     if world_size < 1:
         raise InputError(f"world_size must be >= 1, got {world_size}", source="world_size")
-    plan = read_plan(config.plan_path)  # fail fast, before spawning anything
+    plan = read_plan(config.plan_path, require_remaps=True)  # fail fast, before spawning anything
     if len(plan.devices) != world_size:
         raise InputError(
             f"the plan places shards on {len(plan.devices)} devices, not {world_size}",

@@ -26,6 +26,7 @@ from torchrec.modules.embedding_configs import EmbeddingBagConfig, EmbeddingConf
 from torchrec.modules.embedding_modules import EmbeddingBagCollection, EmbeddingCollection
 from torchrec.sparse.jagged_tensor import KeyedJaggedTensor
 
+from adrank.errors import PlanError, PlanErrorKind
 from adrank.idmap import hashed_to_rows, id_keys_to_hashed, load_dedicated_keys
 from adrank.types import PoolingType as AdrankPooling
 from adrank.types import ShardPlan
@@ -50,6 +51,17 @@ class FeatureHasher:
             name: load_dedicated_keys(plan_dir, f) for name, (_, f) in self._slots.items()
         }
         self._remaps = load_remaps(plan, plan_dir)
+        unmapped = [
+            t.name for t in plan.tables if t.num_rows < t.hashed_rows and t.name not in self._remaps
+        ]
+        if unmapped:
+            raise PlanError(
+                f"tables {unmapped} are planned with fewer rows than hashed ids but have no "
+                "pruning remap",
+                kind=PlanErrorKind.PLAN_MISMATCH,
+                source=str(plan_dir),
+                hint="run `adrank prune --plan DIR LOGS...` first, or plan with --no-prune",
+            )
 
     @property
     def features(self) -> tuple[str, ...]:

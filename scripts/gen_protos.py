@@ -1,5 +1,5 @@
-"""Regenerate the gRPC stubs under ``feature_service/pb/`` from ``protos/`` with the pinned
-grpcio-tools.
+"""Regenerate the gRPC stubs (``feature_service/pb/``, ``embed_store/pb/``) from ``protos/``
+with the pinned grpcio-tools.
 
 Each ``.proto`` sits at the path of its stubs' package (``protos/feature_service/pb/v1/x.proto``
 generates ``feature_service/pb/v1/x_pb2.py``, ``x_pb2_grpc.py`` and ``x_pb2.pyi``), and protoc runs
@@ -10,7 +10,7 @@ temporary directory and fails on any difference.
 
 Usage::
 
-    python scripts/gen_protos.py            # rewrite feature_service/pb/ in the repository
+    python scripts/gen_protos.py            # rewrite the pb/ packages in the repository
     python scripts/gen_protos.py --check    # exit 1 and list the files that differ
     python scripts/gen_protos.py --out DIR  # write the tree under DIR instead
 
@@ -35,7 +35,10 @@ and protobuf >= 6.33.5 (the gencode version it writes), < 7 (tritonclient's pin)
 
 REPO = Path(__file__).resolve().parents[1]
 PROTO_ROOT = REPO / "protos"
-PROTO_FILES = ("feature_service/pb/v1/feature_store.proto",)
+PROTO_FILES = (
+    "feature_service/pb/v1/feature_store.proto",
+    "embed_store/pb/v1/embeddings.proto",
+)
 """Protos to compile, relative to ``protos/`` (and so to the repository root once generated)."""
 
 _GENERATED_SUFFIXES = ("_pb2.py", "_pb2_grpc.py", "_pb2.pyi")

@@ -35,6 +35,9 @@ _SUBCOMMANDS: tuple[tuple[str, str], ...] = (
     ("ingest", "ingest"),
     ("join", "join"),
     ("serve-features", "serve_features"),
+    ("train", "train"),
+    ("serve-embeddings", "serve_embeddings"),
+    ("bench", "bench"),
 )
 
 
@@ -87,6 +90,15 @@ def _add_verbosity(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def _drop_library_chatter(record: logging.LogRecord) -> bool:
+    """FBGEMM and TorchRec log their .so loading and feature gates at INFO on the root logger;
+    users see them only with -vv (warnings always pass)."""
+    if record.levelno >= logging.WARNING:
+        return True
+    path = record.pathname.replace("\\", "/")
+    return not any(f"/{lib}/" in path for lib in ("fbgemm_gpu", "torchrec", "torch"))
+
+
 def _configure_logging(verbose: int, quiet: bool) -> None:
     if quiet:
         level = logging.WARNING
@@ -104,6 +116,8 @@ def _configure_logging(verbose: int, quiet: bool) -> None:
         if getattr(h, "_adrank_cli", False):
             root.removeHandler(h)
     handler._adrank_cli = True  # type: ignore[attr-defined]
+    if verbose < 2:
+        handler.addFilter(_drop_library_chatter)
     root.addHandler(handler)
     root.setLevel(level)
     # numba's compiler logs at INFO; it is noise for users.

@@ -19,6 +19,7 @@ PUBLIC_MODULES = (
     "adrank.timecols",
     "adrank.units",
     "adrank.types",
+    "adrank.rpc",
     "sharding_planner",
     "pruning",
     "embed_store",
@@ -32,8 +33,18 @@ PUBLIC_MODULES = (
     "embed_store.rank_compute",
     "embed_store.sharded_runtime",
     "embed_store.transport",
+    "embed_store.convert",
+    "embed_store.server",
+    "embed_store.client",
     "feature_service",
     "ranker",
+    "ranker.inputs",
+    "ranker.layers",
+    "ranker.base",
+    "ranker.small",
+    "ranker.medium",
+    "ranker.large",
+    "ranker.tiers",
 )
 _NOT_EXPORTS = {"annotations", "logger"}
 

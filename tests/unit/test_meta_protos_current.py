@@ -1,11 +1,13 @@
 """STYLE.md §5: the committed gRPC stubs are exactly what scripts/gen_protos.py generates with the
-pinned grpcio-tools, feature_service/pb/ holds nothing else, and the stubs import through the
+pinned grpcio-tools, the pb/ packages hold nothing else, and the stubs import through the
 package path (no patched imports)."""
 
 import importlib.util
 import re
 from pathlib import Path
 from types import ModuleType
+
+import pytest
 
 from tests.meta_rules import REPO
 
@@ -36,15 +38,17 @@ def test_every_proto_is_compiled() -> None:
     assert protos == sorted(gen.PROTO_FILES)
 
 
-def test_pb_packages_hold_generated_files_only() -> None:
+@pytest.mark.parametrize("package", ["feature_service", "embed_store"])
+def test_pb_packages_hold_generated_files_only(package: str) -> None:
     gen = _gen_protos()
-    expected = {rel for rel in gen.expected_files() if rel.startswith("feature_service/pb/")}
+    expected = {rel for rel in gen.expected_files() if rel.startswith(f"{package}/pb/")}
+    assert expected, f"no proto generates into {package}/pb/"
     found = {
         str(p.relative_to(REPO))
-        for p in (REPO / "feature_service" / "pb").rglob("*")
+        for p in (REPO / package / "pb").rglob("*")
         if p.is_file() and "__pycache__" not in p.parts
     }
-    assert found == expected, f"hand-made files in feature_service/pb/: {sorted(found - expected)}"
+    assert found == expected, f"hand-made files in {package}/pb/: {sorted(found - expected)}"
 
 
 def test_stubs_import_through_the_package_path() -> None:

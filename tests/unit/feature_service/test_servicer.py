@@ -428,7 +428,9 @@ def test_unexpected_errors_are_internal_with_a_logged_traceback(
             c.get_features("ads", [1])
         assert info.value.message.startswith("INTERNAL")
         assert "secret internal detail" not in str(info.value)  # nothing leaks to clients
-        logged = [r for r in caplog.records if r.name == "feature_service.interceptors"]
+        logged = [
+            r for r in caplog.records if r.name == "adrank.rpc" and r.levelno >= logging.ERROR
+        ]
         assert logged and logged[0].exc_info is not None
         assert logged[0].exc_info[0] is ZeroDivisionError
     finally:
