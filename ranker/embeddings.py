@@ -111,6 +111,10 @@ class PlanEmbeddings(nn.Module):
         plan_dir: Its directory.
         roles: Which features are request-level, candidate-level and sequences.
         max_sequence_len: Sequences are cut to their most recent items (None: no cut).
+        init_scale: Rows start uniform in ``[-s, s]`` with ``s = init_scale / sqrt(dim)`` (as
+            embed_store's ``init_checkpoint``); torch's default N(0, 1) rows made the towers'
+            inputs too large to train stably.
+        seed: Seed of that initialisation.
     """
 
     def __init__(
@@ -120,6 +124,8 @@ class PlanEmbeddings(nn.Module):
         roles: FeatureRoles,
         *,
         max_sequence_len: int | None = None,
+        init_scale: float = 1.0,
+        seed: int = 0,
     ) -> None:
         super().__init__()
         self.plan = plan
@@ -159,6 +165,17 @@ class PlanEmbeddings(nn.Module):
             if seq
             else None
         )
+        gen = torch.Generator().manual_seed(seed)
+        with torch.no_grad():
+            for t in plan.tables:
+                module = (
+                    self.ec.embeddings[t.name]
+                    if self.ec is not None and t.pooling is AdrankPooling.NONE
+                    else self.ebc.embedding_bags[t.name]
+                )
+                bound = init_scale / float(np.sqrt(t.dim))
+                w = module.weight  # type: ignore[union-attr]
+                w.copy_(torch.rand(w.shape, generator=gen) * (2 * bound) - bound)
         # Sparse gradients: a step touches the rows its ids read, not every row of every table
         # (dense gradients made each step cost a pass over all tables: ~0.8 s on the demo plan).
         for module in self.ebc.embedding_bags.values():

@@ -75,6 +75,7 @@ class TrainConfig:
         router_days: Days before the held-out tail on which the router fits.
         max_sequence_len: Most recent behaviour items the large tier sees.
         embedding_lr: Adagrad learning rate of the embedding tables.
+        embedding_init_scale: Initial rows uniform in +-scale/sqrt(dim).
         dense_lr: Adam learning rate of the tiers.
         max_auc_loss: Router calibration: allowed AUC drop versus always-large.
         safe_tier: Tier for cold-start users.
@@ -88,6 +89,7 @@ class TrainConfig:
     router_days: float = 1.0
     max_sequence_len: int = 64
     embedding_lr: float = 0.05
+    embedding_init_scale: float = 1.0
     dense_lr: float = 2e-3
     max_auc_loss: float = 0.002
     safe_tier: TierName = TierName.MEDIUM
@@ -177,7 +179,14 @@ def train(
     )
     eval_start = time_split(logs / "requests.parquet", config.holdout_days)
     router_start = int(eval_start - config.router_days * 86_400)
-    embeddings = PlanEmbeddings(plan, plan_dir, roles, max_sequence_len=config.max_sequence_len)
+    embeddings = PlanEmbeddings(
+        plan,
+        plan_dir,
+        roles,
+        max_sequence_len=config.max_sequence_len,
+        init_scale=config.embedding_init_scale,
+        seed=config.seed,
+    )
     du, da, ds = embeddings.dims()
     dims = TierDims(
         user_pooled_dim=du,
