@@ -11,8 +11,9 @@ transport, combine): latency p50/p99 and throughput in looked-up ids per second,
 devices; ``throughput_ratio = N-device / 1-device`` (target >= 0.8) and ``max_abs_diff`` over every
 output (target 0: identical). Also the lookup path's overhead on one device over calling FBGEMM's
 kernel directly with ready-made indices/offsets (same kernel, one module, one call: the plain way;
-target <= 10%) and over the same kernel split across ``cores`` threads as the runtime does, and
-TorchRec's ``EmbeddingBagCollection`` forward on the same batch for scale.
+target <= 10%), TorchRec's ``EmbeddingBagCollection`` forward on the same batch for scale, and
+(``torchrec_dmp``) stock TorchRec ``DistributedModelParallel`` over gloo on N ranks with the same
+plan and batches (:mod:`bench.parity_dmp`): the baseline the runtime is measured against.
 """
 
 from __future__ import annotations
@@ -47,6 +48,7 @@ DEFAULT_CONFIG: dict[str, Any] = {
     "seed": 0,
     "target_throughput_ratio": 0.8,
     "target_overhead": 0.10,
+    "torchrec_dmp": True,
 }
 
 SMOKE: dict[str, Any] = {
@@ -218,6 +220,17 @@ def run(config: dict[str, Any], smoke: bool = False) -> BenchResult:
             s_n, out_n = _time_calls(rt.lookup, batches, nb, warm)
         finally:
             rt.close()
+        s_dmp: list[float] = []
+        if config["torchrec_dmp"] and n > 1:
+            from bench.parity_dmp import torchrec_dmp_step_times
+
+            raw_batches = [
+                (b.candidates.features, b.candidates.values, b.candidates.lengths, b.num_candidates)
+                for b in batches
+            ]
+            s_dmp = torchrec_dmp_step_times(
+                str(work / "plan.json"), raw_batches, n, per_rank, nb, warm
+            )
         torch.set_num_threads(cores)
     finally:
         shutil.rmtree(work, ignore_errors=True)
@@ -243,6 +256,15 @@ def run(config: dict[str, Any], smoke: bool = False) -> BenchResult:
             "lookups_per_s": ids_per_batch / float(np.median(ebc_s)),
         },
         "throughput_ratio": ratio,
+        "torchrec_dmp": (
+            {
+                **percentiles_ms(s_dmp),
+                "lookups_per_s": ids_per_batch / float(np.median(s_dmp)),
+                "throughput_ratio": float(np.median(s1) / np.median(s_dmp)),
+            }
+            if s_dmp
+            else None
+        ),
         "max_abs_diff": diff,
         "overhead_vs_raw_fbgemm": overhead_raw,
         "checkpoint_init_s": init_s,

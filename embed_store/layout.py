@@ -249,7 +249,11 @@ class LookupLayout:
         seq_coverage: dict[tuple[int, int], int] = {}
         ranks = []
         for r in range(world):
-            groups = _split_groups(per_rank_units[r], threads)
+            # fp32 units run on torch's embedding_bag, which uses every thread inside one call;
+            # quantized units on FBGEMM's kernel, one thread per call: split those into groups.
+            fp32 = [(u, c) for u, c in per_rank_units[r] if u.precision is Precision.FP32]
+            quant = [(u, c) for u, c in per_rank_units[r] if u.precision is not Precision.FP32]
+            groups = ([[u for u, _ in fp32]] if fp32 else []) + _split_groups(quant, threads)
             kernel_groups = []
             out_cols: list[int] = []
             for units in groups:

@@ -16,6 +16,7 @@ from collections.abc import Callable
 import numpy as np
 import torch
 
+from adrank.types import Precision
 from embed_store.layout import KernelGroup, RankLayout
 from embed_store.quantize import TbeTable, build_tbe
 
@@ -65,6 +66,58 @@ def split_rank_output(
         pieces.append(flat[n : n + ids * g.num_cols].view(ids, g.num_cols))
         n += ids * g.num_cols
     return pooled, pieces
+
+
+class _Fp32BagKernel:
+    """A pooled group whose units are all fp32: torch's ``embedding_bag`` per (unit, feature).
+
+    On CPU it beats FBGEMM's quantized-inference kernel at fp32 (measured 2.3 vs 2.85 ms per
+    82k lookups of 64 floats on one thread) and parallelises over bags inside one call, so a rank
+    of fp32 tables uses one such group on all its threads. Each unit gets one extra zero row at
+    its end: ids of rows another shard holds (and pruned ids, ``-1``) read it, adding nothing.
+    """
+
+    def __init__(self, group: KernelGroup, read: BlockReader) -> None:
+        self.group = group
+        self.weights = []
+        for u in group.units:
+            block = read(
+                u.table,
+                u.shard.row_offset,
+                u.shard.row_offset + u.shard.num_rows,
+                u.shard.col_offset,
+                u.shard.col_offset + u.shard.num_cols,
+            )
+            w = torch.zeros((u.shard.num_rows + 1, u.shard.num_cols), dtype=torch.float32)
+            w[:-1].copy_(torch.from_numpy(np.ascontiguousarray(block, dtype=np.float32)))
+            self.weights.append(w)
+
+    def __call__(
+        self, rows: torch.Tensor, lengths_2d: torch.Tensor, value_offsets: list[int]
+    ) -> torch.Tensor:
+        outs = []
+        for p in self.group.pairs:
+            seg = rows[value_offsets[p.feature] : value_offsets[p.feature + 1]]
+            zero_row = p.num_rows
+            if p.covers_all_rows:
+                ids = (
+                    torch.where(seg >= 0, seg, zero_row)
+                    if seg.numel() and int(seg.min()) < 0
+                    else seg
+                )
+            else:
+                local = seg - p.row_offset
+                ids = torch.where((local >= 0) & (local < p.num_rows), local, zero_row)
+            lengths = lengths_2d[p.feature]
+            offsets = torch.zeros(lengths.numel() + 1, dtype=torch.int64)
+            torch.cumsum(lengths, 0, out=offsets[1:])
+            with torch.no_grad():
+                outs.append(
+                    torch.nn.functional.embedding_bag(
+                        ids, self.weights[p.unit], offsets, mode="sum", include_last_offset=True
+                    )
+                )
+        return torch.cat(outs, dim=1) if len(outs) > 1 else outs[0]
 
 
 class _GroupKernel:
@@ -120,7 +173,12 @@ class RankCompute:
     def __init__(self, rank_layout: RankLayout, num_features: int, read: BlockReader) -> None:
         self.layout = rank_layout
         self.num_features = num_features
-        self._kernels = [_GroupKernel(g, read) for g in rank_layout.groups]
+        self._kernels: list[_GroupKernel | _Fp32BagKernel] = [
+            _Fp32BagKernel(g, read)
+            if all(u.precision is Precision.FP32 for u in g.units)
+            else _GroupKernel(g, read)
+            for g in rank_layout.groups
+        ]
         self._sequence_kernels = [
             _GroupKernel(g, read, pooled=False) for g in rank_layout.sequence_groups
         ]
