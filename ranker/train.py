@@ -88,8 +88,8 @@ class TrainConfig:
     holdout_days: float = 1.0
     router_days: float = 1.0
     max_sequence_len: int = 64
-    embedding_lr: float = 0.05
-    embedding_init_scale: float = 1.0
+    embedding_lr: float = 0.01
+    embedding_init_scale: float = 0.1
     dense_lr: float = 2e-3
     max_auc_loss: float = 0.002
     safe_tier: TierName = TierName.MEDIUM
