@@ -206,6 +206,9 @@ def train(
     dense_opt = torch.optim.Adam(dense_params, lr=config.dense_lr)
     t0 = time.perf_counter()
     steps = seen = 0
+    # Adagrad's sparse updates build COO tensors from valid indices: opt out of torch's
+    # invariant checks explicitly (the default warns on every process that does not say).
+    torch.sparse.check_sparse_tensor_invariants.disable()
     for _ in range(config.epochs):
         for batch in iter_request_batches(
             logs, store, roles, requests_per_batch=config.requests_per_batch, stop_s=router_start

@@ -16,10 +16,12 @@ def test_demo_runs_every_stage_and_leaves_consistent_outputs(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     out = tmp_path / "demo"
-    assert main(["demo", "-q", "--rows", "5000", "-o", str(out)]) == 0
+    args = ["demo", "-q", "--rows", "5000", "--replay", "20", "-o", str(out)]
+    assert main(args) == 0
     printed = capsys.readouterr().out
-    for stage in ("[1/5] synth", "[2/5] stats", "[3/5] plan", "[4/5] ingest", "[5/5] join"):
-        assert stage in printed
+    stages = ("synth", "stats", "plan", "prune", "ingest", "join", "train", "serve + replay")
+    for i, stage in enumerate(stages, 1):
+        assert f"[{i}/8] {stage}" in printed
     stats = json.loads((out / "stats.json").read_text())
     manifest = json.loads((out / "logs" / "manifest.json").read_text())
     assert stats["kind"] == "adrank.stats"
@@ -38,9 +40,24 @@ def test_demo_runs_every_stage_and_leaves_consistent_outputs(
     )
     assert {c for c in train.column_names if c.startswith(("user__", "ad__"))}
     assert train.column("ad__category").null_count < train.num_rows
+    # The behaviour sequences are unpooled tables; pruned tables carry their remaps.
+    pooling = {f.name: t.pooling.value for t in plan.tables for f in t.features}
+    assert pooling["user_clicked_ads"] == "NONE" and pooling["ad_id"] == "SUM"
+    assert all(t.remap_file for t in plan.tables if t.num_rows < t.hashed_rows)
+    # Trained model, served and replayed: every routed decision logged.
+    model = out / "model"
+    for name in ("ranker.json", "tiers.pt", "router.json", "metrics.json", "checkpoint"):
+        assert (model / name).exists(), name
+    metrics = json.loads((model / "metrics.json").read_text())
+    assert set(metrics["tiers"]) == {"small", "medium", "large"}
+    assert all(0.0 <= m["auc"] <= 1.0 for m in metrics["tiers"].values())
+    decisions = (out / "router_log.jsonl").read_text().splitlines()
+    assert len(decisions) >= 20
+    assert {json.loads(d)["tier"] for d in decisions} <= {0, 1, 2}
+    assert "routed: AUC" in printed and "always-large" in printed
 
     # A second run reuses its own directory.
-    assert main(["demo", "-q", "--rows", "5000", "-o", str(out)]) == 0
+    assert main(args) == 0
 
 
 def test_demo_refuses_a_directory_it_did_not_make(
