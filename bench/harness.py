@@ -26,6 +26,8 @@ BENCHMARKS = (
     "ingest",
     "plan_vs_torchrec",
     "parity",
+    "request_centric",
+    "e2e_rank",
 )
 """Benchmark names; each is a module ``bench/<name>.py``."""
 

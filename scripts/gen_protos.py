@@ -1,5 +1,5 @@
-"""Regenerate the gRPC stubs (``feature_service/pb/``, ``embed_store/pb/``) from ``protos/``
-with the pinned grpcio-tools.
+"""Regenerate the gRPC stubs (``feature_service/pb/``, ``embed_store/pb/``, ``ranker/pb/``) from
+``protos/`` with the pinned grpcio-tools.
 
 Each ``.proto`` sits at the path of its stubs' package (``protos/feature_service/pb/v1/x.proto``
 generates ``feature_service/pb/v1/x_pb2.py``, ``x_pb2_grpc.py`` and ``x_pb2.pyi``), and protoc runs
@@ -38,6 +38,7 @@ PROTO_ROOT = REPO / "protos"
 PROTO_FILES = (
     "feature_service/pb/v1/feature_store.proto",
     "embed_store/pb/v1/embeddings.proto",
+    "ranker/pb/v1/ranker.proto",
 )
 """Protos to compile, relative to ``protos/`` (and so to the repository root once generated)."""
 

@@ -37,6 +37,7 @@ _SUBCOMMANDS: tuple[tuple[str, str], ...] = (
     ("serve-features", "serve_features"),
     ("train", "train"),
     ("serve-embeddings", "serve_embeddings"),
+    ("serve", "serve"),
     ("bench", "bench"),
 )
 

@@ -45,6 +45,10 @@ PUBLIC_MODULES = (
     "ranker.medium",
     "ranker.large",
     "ranker.tiers",
+    "ranker.serving",
+    "ranker.server",
+    "ranker.client",
+    "ranker.metrics_export",
 )
 _NOT_EXPORTS = {"annotations", "logger"}
 
