@@ -103,7 +103,8 @@ class RankerModel:
 
     Attributes:
         roles: Column roles used in training.
-        dims: Tier input widths and sizes.
+        dims: Input widths and sizes of the first (smallest) tier; the tiers share the input
+            widths and differ in layer sizes.
         tiers: Tier modules, smallest first, in eval mode.
         router: The router.
         plan_fingerprint: Plan the embeddings were trained under.
@@ -131,11 +132,12 @@ def load_model(model_dir: str | Path) -> RankerModel:
     doc = read_json_document(d / "ranker.json", "adrank.ranker", (1,))
     try:
         roles = FeatureRoles(**{k: tuple(v) for k, v in doc["roles"].items()})
-        dims_doc: dict[str, Any] = {
-            k: tuple(v) if isinstance(v, list) else v for k, v in doc["dims"].items()
-        }
-        dims = TierDims(**dims_doc)
         names = [TierName(name) for name in doc["tiers"]]
+        # One dims object per tier (tiers differ in size), or one shared by all.
+        raw = doc["dims"]
+        per_tier = raw if all(n.value in raw for n in names) else {n.value: raw for n in names}
+        tier_dims = {n: _tier_dims(per_tier[n.value]) for n in names}
+        dims = tier_dims[names[0]]
         fingerprint = str(doc["plan_fingerprint"])
         max_len = int(doc["max_sequence_len"])
     except (KeyError, TypeError, ValueError) as exc:
@@ -151,7 +153,7 @@ def load_model(model_dir: str | Path) -> RankerModel:
         state = torch.load(weights, map_location="cpu", weights_only=True)
         tiers = []
         for name in names:
-            tier = build_tier(name, dims)
+            tier = build_tier(name, tier_dims[name])
             tier.load_state_dict(state[name.value])
             tier.eval()
             tiers.append(tier)
@@ -686,3 +688,8 @@ def _number(v: Any) -> float:
 def _squash(x: np.ndarray) -> np.ndarray:
     """``sign(x) * log1p(|x|)`` in float64, then float32: what training does to dense values."""
     return (np.sign(x) * np.log1p(np.abs(x))).astype(np.float32)
+
+
+def _tier_dims(doc: dict[str, Any]) -> TierDims:
+    values: dict[str, Any] = {k: tuple(v) if isinstance(v, list) else v for k, v in doc.items()}
+    return TierDims(**values)

@@ -62,6 +62,8 @@ logger = logging.getLogger(__name__)
 MODEL_KIND = "adrank.ranker"
 FORMAT_VERSION_MODEL = 1
 TIERS = (TierName.SMALL, TierName.MEDIUM, TierName.LARGE)
+_TYPICAL_CANDIDATES = 20
+"""Candidates per request the relative tier costs are quoted at (the synthetic logs' mean)."""
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -80,7 +82,11 @@ class TrainConfig:
         max_auc_loss: Router calibration: allowed AUC drop versus always-large.
         safe_tier: Tier for cold-start users.
         seed: Initialisation seed.
-        tower_sizes / top_sizes / attention_dim / cross_layers: Tier sizes (see TierDims).
+        small_tower_sizes: Small tier's user and ad towers (its cost per candidate).
+        medium_top_sizes / interaction_dim: Medium tier's top MLP and interaction width.
+        large_tower_sizes / large_top_sizes / attention_dim / cross_layers: Large tier's towers,
+            deep network, attention width and DCNv2 cross layers. The tiers differ in size on
+            purpose: the router can only save compute if the smaller tiers cost much less.
     """
 
     epochs: int = 1
@@ -94,10 +100,13 @@ class TrainConfig:
     max_auc_loss: float = 0.002
     safe_tier: TierName = TierName.MEDIUM
     seed: int = 0
-    tower_sizes: tuple[int, ...] = (128, 64)
-    top_sizes: tuple[int, ...] = (128, 32)
-    attention_dim: int = 32
-    cross_layers: int = 2
+    small_tower_sizes: tuple[int, ...] = (32,)
+    medium_top_sizes: tuple[int, ...] = (64, 16)
+    interaction_dim: int = 16
+    large_tower_sizes: tuple[int, ...] = (256, 128)
+    large_top_sizes: tuple[int, ...] = (256, 64)
+    attention_dim: int = 64
+    cross_layers: int = 3
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -188,19 +197,28 @@ def train(
         seed=config.seed,
     )
     du, da, ds = embeddings.dims()
-    dims = TierDims(
+    base = TierDims(
         user_pooled_dim=du,
         user_dense_dim=len(roles.request_dense),
         sequence_dim=ds,
         ad_pooled_dim=da,
         ad_dense_dim=len(roles.candidate_dense),
         max_sequence_len=config.max_sequence_len,
-        tower_sizes=config.tower_sizes,
-        top_sizes=config.top_sizes,
-        attention_dim=config.attention_dim,
-        cross_layers=config.cross_layers,
     )
-    tiers = {name: build_tier(name, dims) for name in TIERS}
+    dims = {
+        TierName.SMALL: dataclasses.replace(base, tower_sizes=config.small_tower_sizes),
+        TierName.MEDIUM: dataclasses.replace(
+            base, top_sizes=config.medium_top_sizes, interaction_dim=config.interaction_dim
+        ),
+        TierName.LARGE: dataclasses.replace(
+            base,
+            tower_sizes=config.large_tower_sizes,
+            top_sizes=config.large_top_sizes,
+            attention_dim=config.attention_dim,
+            cross_layers=config.cross_layers,
+        ),
+    }
+    tiers = {name: build_tier(name, dims[name]) for name in TIERS}
     emb_opt = torch.optim.Adagrad(embeddings.parameters(), lr=config.embedding_lr)
     dense_params = [p for t in tiers.values() for p in t.parameters()]
     dense_opt = torch.optim.Adam(dense_params, lr=config.dense_lr)
@@ -235,7 +253,7 @@ def train(
             hint="synthesize more days (adrank synth --days) or lower --holdout-days",
         )
     train_s = time.perf_counter() - t0
-    costs = _relative_costs(tiers, dims.max_sequence_len, config.requests_per_batch)
+    costs = _relative_costs(tiers, config.max_sequence_len, _TYPICAL_CANDIDATES)
 
     router_eval = evaluate(embeddings, tiers, logs, store, roles, router_start, eval_start, config)
     router = TierRouter.fit(
@@ -315,7 +333,7 @@ def train(
         {
             "plan_fingerprint": plan.inputs_fingerprint,
             "roles": dataclasses.asdict(roles),
-            "dims": dataclasses.asdict(dims),
+            "dims": {t.value: dataclasses.asdict(dims[t]) for t in TIERS},
             "tiers": [t.value for t in TIERS],
             "relative_cost": costs,
             "max_sequence_len": config.max_sequence_len,
@@ -364,8 +382,8 @@ def evaluate(
         stop_s=stop_s,
     ):
         req, cand = to_inputs(embeddings(batch), batch)
-        for k, t in enumerate(TIERS):
-            scores[k].append(tiers[t](req, cand).numpy().astype(np.float64))
+        for k, name in enumerate(TIERS):
+            scores[k].append(tiers[name](req, cand).numpy().astype(np.float64))
         activity = (
             batch.request_dense[:, roles.request_dense.index("user_activity")]
             if "user_activity" in roles.request_dense

@@ -57,7 +57,12 @@ def test_row_bytes_follow_fbgemm_layout(
 
 @pytest.mark.parametrize(
     ("precision", "bad", "good"),
-    [(Precision.INT4, 6, 8), (Precision.INT4, 7, 4), (Precision.INT8, 7, 6), (Precision.FP16, 0, 7)],
+    [
+        (Precision.INT4, 6, 8),
+        (Precision.INT4, 7, 4),
+        (Precision.INT8, 7, 6),
+        (Precision.FP16, 0, 7),
+    ],
 )
 def test_quantized_precisions_refuse_dims_fbgemm_cannot_store(
     precision: Precision, bad: int, good: int
