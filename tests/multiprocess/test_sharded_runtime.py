@@ -187,3 +187,34 @@ def test_sequence_lookups_across_two_ranks_equal_one_device(tmp_path: Path, tran
                 assert torch.equal(a.sequences[f].values(), b.sequences[f].values()), f
                 assert torch.equal(a.sequences[f].lengths(), b.sequences[f].lengths()), f
             assert torch.equal(a.candidates.values(), b.candidates.values())
+
+
+@pytest.mark.parametrize("transport", ["shm", "process_group"])
+def test_runtime_started_by_torchrun_equals_one_device(tmp_path: Path, transport: str) -> None:
+    """The multi-host launch path (RANK/WORLD_SIZE/MASTER_* from torchrun), on one host."""
+    import subprocess
+    import sys
+
+    plan_dir, ckpt_dir = _setup(tmp_path)
+    torchrun = Path(sys.executable).parent / "torchrun"
+    script = Path(__file__).parent / "torchrun_lookup_script.py"
+    out = tmp_path / "diff.txt"
+    proc = subprocess.run(
+        [
+            str(torchrun),
+            "--standalone",
+            "--nproc-per-node",
+            "2",
+            str(script),
+            str(plan_dir),
+            str(ckpt_dir),
+            str(out),
+            transport,
+        ],
+        capture_output=True,
+        text=True,
+        timeout=180,
+        cwd=Path(__file__).resolve().parents[2],
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert float(out.read_text()) <= 1e-6
