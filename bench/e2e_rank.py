@@ -126,7 +126,8 @@ def _build_pipeline(d: Path, config: dict[str, Any]) -> dict[str, Path]:
     logs, plan, store, model = d / "logs", d / "plan", d / "store", d / "model"
     imps, reqs = str(logs / "impressions.parquet"), str(logs / "requests.parquet")
     steps = [
-        ["synth", "-o", str(logs), "--rows", str(config["rows"]), "--days", str(config["days"])],
+        ["synth", "-o", str(logs), "--rows", str(config["rows"]), "--days", str(config["days"])]
+        + ["--seed", str(config.get("seed", 0))],
         ["stats", imps, reqs, "-o", str(d / "stats.json")],
         ["plan", "--stats", str(d / "stats.json"), "--devices", str(config["devices"])]
         + ["--device-memory", str(config["device_memory"])]

@@ -27,6 +27,7 @@ BENCHMARKS = (
     "plan_vs_torchrec",
     "parity",
     "request_centric",
+    "router",
     "e2e_rank",
 )
 """Benchmark names; each is a module ``bench/<name>.py``."""
