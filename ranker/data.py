@@ -36,6 +36,11 @@ from adrank.types import PoolingType, ShardPlan
 from feature_service import FeatureStore, JoinSpec, iter_joined_batches
 
 __all__ = [
+    "AD_GROUP",
+    "LABEL",
+    "REQUEST_KEY",
+    "TIME_COLUMN",
+    "USER_GROUP",
     "FeatureRoles",
     "Jagged",
     "RequestBatch",

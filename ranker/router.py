@@ -35,6 +35,8 @@ from adrank.errors import InputError
 from adrank.formats import read_json_document, write_json_document
 
 __all__ = [
+    "FORMAT_VERSION_ROUTER",
+    "ROUTER_KIND",
     "ROUTER_FEATURES",
     "RouteReason",
     "RouterDecision",

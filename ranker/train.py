@@ -48,6 +48,7 @@ from ranker.router import TierRouter, router_features, uplift_targets
 from ranker.tiers import build_tier
 
 __all__ = [
+    "FORMAT_VERSION_MODEL",
     "MODEL_KIND",
     "TIERS",
     "TrainConfig",

@@ -49,6 +49,12 @@ PUBLIC_MODULES = (
     "ranker.server",
     "ranker.client",
     "ranker.metrics_export",
+    "ranker.data",
+    "ranker.embeddings",
+    "ranker.metrics",
+    "ranker.router",
+    "ranker.train",
+    "ranker.replay",
 )
 _NOT_EXPORTS = {"annotations", "logger"}
 
