@@ -274,8 +274,9 @@ class LookupFrontend:
     def combine(
         self,
         wire: WireBatch,
-        partials: Sequence[torch.Tensor | Sequence[torch.Tensor]],
+        partials: Sequence[torch.Tensor | Sequence[torch.Tensor] | None],
         sequences: Sequence[Sequence[torch.Tensor]] | None = None,
+        out: torch.Tensor | None = None,
     ) -> LookupResult:
         """Add up / place the ranks' partial outputs and cut them into the result.
 
@@ -285,12 +286,17 @@ class LookupFrontend:
                 outputs of its kernel groups (saves one copy when the ranks run in this process).
             sequences: Per rank, its sequence groups' ``[ids, width]`` outputs (None: the plan
                 has no sequence tables).
+            out: The pooled result ``[batch, total_cols]`` when some ranks already wrote their
+                columns into it (their ``partials`` entry is None; only without row splits).
         """
         layout = self.layout
-        out = (torch.zeros if layout.overlapping else torch.empty)(
-            (wire.batch, layout.total_cols), dtype=torch.float32
-        )
+        if out is None:
+            out = (torch.zeros if layout.overlapping else torch.empty)(
+                (wire.batch, layout.total_cols), dtype=torch.float32
+            )
         for r, partial in enumerate(partials):
+            if partial is None:  # already written into ``out`` by the rank itself
+                continue
             pieces = (
                 partial.split(self._group_cols[r], dim=1)
                 if isinstance(partial, torch.Tensor)

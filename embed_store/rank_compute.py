@@ -12,6 +12,7 @@ from __future__ import annotations
 import concurrent.futures
 import logging
 from collections.abc import Callable
+from typing import Any
 
 import numpy as np
 import torch
@@ -93,10 +94,16 @@ class _Fp32BagKernel:
             self.weights.append(w)
 
     def __call__(
-        self, rows: torch.Tensor, lengths_2d: torch.Tensor, value_offsets: list[int]
-    ) -> torch.Tensor:
+        self,
+        rows: torch.Tensor,
+        lengths_2d: torch.Tensor,
+        value_offsets: list[int],
+        out: torch.Tensor | None = None,
+        pair_outs: list[torch.Tensor] | None = None,
+    ) -> torch.Tensor | None:
         outs = []
-        for p in self.group.pairs:
+        col = 0
+        for k, p in enumerate(self.group.pairs):
             seg = rows[value_offsets[p.feature] : value_offsets[p.feature + 1]]
             zero_row = p.num_rows
             if p.covers_all_rows:
@@ -112,11 +119,20 @@ class _Fp32BagKernel:
             offsets = torch.zeros(lengths.numel() + 1, dtype=torch.int64)
             torch.cumsum(lengths, 0, out=offsets[1:])
             with torch.no_grad():
-                outs.append(
-                    torch.nn.functional.embedding_bag(
-                        ids, self.weights[p.unit], offsets, mode="sum", include_last_offset=True
-                    )
+                pooled = torch.nn.functional.embedding_bag(
+                    ids, self.weights[p.unit], offsets, mode="sum", include_last_offset=True
                 )
+            if pair_outs is not None:
+                pair_outs[k].copy_(pooled)
+            elif out is not None:
+                out[:, col : col + p.num_cols].copy_(pooled)
+            else:
+                outs.append(pooled)
+            col += p.num_cols
+        if pair_outs is not None:
+            return None
+        if out is not None:
+            return out
         return torch.cat(outs, dim=1) if len(outs) > 1 else outs[0]
 
 
@@ -144,8 +160,13 @@ class _GroupKernel:
         self.features = torch.tensor([p.feature for p in group.pairs], dtype=torch.int64)
 
     def __call__(
-        self, rows: torch.Tensor, lengths_2d: torch.Tensor, value_offsets: list[int]
-    ) -> torch.Tensor:
+        self,
+        rows: torch.Tensor,
+        lengths_2d: torch.Tensor,
+        value_offsets: list[int],
+        out: torch.Tensor | None = None,
+        pair_outs: list[torch.Tensor] | None = None,
+    ) -> torch.Tensor | None:
         pieces = []
         for p in self.group.pairs:
             seg = rows[value_offsets[p.feature] : value_offsets[p.feature + 1]]
@@ -158,7 +179,17 @@ class _GroupKernel:
         offsets = torch.zeros(lengths.numel() + 1, dtype=torch.int64)
         torch.cumsum(lengths, 0, out=offsets[1:])
         with torch.no_grad():
-            return self.module(indices, offsets)
+            result = self.module(indices, offsets)
+        if pair_outs is not None:
+            col = 0
+            for p, dest in zip(self.group.pairs, pair_outs, strict=True):
+                dest.copy_(result[:, col : col + p.num_cols])
+                col += p.num_cols
+            return None
+        if out is None:
+            return result
+        out.copy_(result)
+        return out
 
 
 class RankCompute:
@@ -215,10 +246,12 @@ class RankCompute:
         """
         if out is None:
             out = torch.empty((batch, self.num_cols), dtype=torch.float32)
-        col = 0
-        for r in self.compute_groups(rows, lengths, batch):
-            out[:, col : col + r.shape[1]].copy_(r)
-            col += r.shape[1]
+        # Each group writes its columns of ``out`` itself (one copy, not a gather then a copy).
+        views, col = [], 0
+        for g in self.layout.groups:
+            views.append(out[:, col : col + g.num_cols])
+            col += g.num_cols
+        self.compute_groups(rows, lengths, batch, outs=views)
         return out
 
     def output_elems(self, lengths: torch.Tensor, batch: int) -> int:
@@ -256,24 +289,45 @@ class RankCompute:
             return []
         lengths_2d = lengths.view(self.num_features, batch)
         offsets = feature_value_offsets(lengths, self.num_features, batch)
-        return [k(rows, lengths_2d, offsets) for k in self._sequence_kernels]
+        results = [k(rows, lengths_2d, offsets) for k in self._sequence_kernels]
+        return [r for r in results if r is not None]  # never None without pair_outs
 
     def compute_groups(
-        self, rows: torch.Tensor, lengths: torch.Tensor, batch: int
-    ) -> list[torch.Tensor]:
-        """Like :meth:`compute`, but each kernel group's ``[batch, cols]`` output separately."""
+        self,
+        rows: torch.Tensor,
+        lengths: torch.Tensor,
+        batch: int,
+        outs: list[torch.Tensor] | None = None,
+        pair_outs: list[list[torch.Tensor]] | None = None,
+    ) -> list[Any]:
+        """Like :meth:`compute`, but each kernel group's ``[batch, cols]`` output separately.
+
+        Args:
+            outs: Optional per-group ``[batch, cols]`` views to write into.
+            pair_outs: Optional per group, per pair, the ``[batch, num_cols]`` view each pair
+                writes (e.g. its columns of the final result: no copy afterwards); the groups
+                then return None.
+        """
         if not self._kernels:
             return []
         if batch == 0:
             return [torch.empty((0, g.num_cols), dtype=torch.float32) for g in self.layout.groups]
         lengths_2d = lengths.view(self.num_features, batch)
         offsets = feature_value_offsets(lengths, self.num_features, batch)
+        n = len(self._kernels)
+        targets: list[torch.Tensor | None] = list(outs) if outs is not None else [None] * n
+        per_pair: list[list[torch.Tensor] | None] = (
+            list(pair_outs) if pair_outs is not None else [None] * n
+        )
         if self._pool is None:
-            results = [self._kernels[0](rows, lengths_2d, offsets)]
+            results = [self._kernels[0](rows, lengths_2d, offsets, targets[0], per_pair[0])]
         else:
-            futures = [self._pool.submit(k, rows, lengths_2d, offsets) for k in self._kernels[1:]]
+            futures = [
+                self._pool.submit(k, rows, lengths_2d, offsets, t, pp)
+                for k, t, pp in zip(self._kernels[1:], targets[1:], per_pair[1:], strict=True)
+            ]
             # The calling thread runs the first group itself instead of idling on the futures.
-            results = [self._kernels[0](rows, lengths_2d, offsets)]
+            results = [self._kernels[0](rows, lengths_2d, offsets, targets[0], per_pair[0])]
             results.extend(f.result() for f in futures)
         return results
 

@@ -48,9 +48,11 @@ from embed_store.rank_compute import RankCompute, ids_per_feature, split_rank_ou
 from embed_store.transport import (
     Control,
     Header,
+    LocalSignals,
     Op,
     ProcessGroupData,
     SharedMemoryData,
+    SignalControl,
     all_on_one_host,
 )
 
@@ -115,11 +117,20 @@ class _Rank:
     plan: ShardPlan
     layout: LookupLayout
     compute: RankCompute
-    control: Control
+    control: Control | SignalControl
     data: SharedMemoryData | ProcessGroupData
+    startup: Control | None = None
+    """The gloo control plane the ranks started on (kept alive while semaphores take over)."""
 
 
-def _start_rank(config: RuntimeConfig, store: dist.Store, rank: int, world: int) -> _Rank:
+def _start_rank(
+    config: RuntimeConfig,
+    store: dist.Store,
+    rank: int,
+    world: int,
+    signals: LocalSignals | None = None,
+    processes: Sequence[multiprocessing.process.BaseProcess] = (),
+) -> _Rank:
     """Load this rank's shards and join the control plane; all ranks agree that all loaded.
 
     Raises:
@@ -166,6 +177,11 @@ def _start_rank(config: RuntimeConfig, store: dist.Store, rank: int, world: int)
         )
     assert state is not None
     control.started()
+    if signals is not None and isinstance(state.data, SharedMemoryData):
+        # Ranks adrank started on this host: per-batch control over semaphores (see
+        # SignalControl); gloo stays for the start-up agreement above.
+        state.startup = control
+        state.control = SignalControl(signals, rank, config.timeout_s, processes)
     return state
 
 
@@ -273,6 +289,9 @@ class ShardedLookup:
         self.plan = state.plan
         self.layout = state.layout
         self.frontend = LookupFrontend(state.plan, state.layout, remaps)
+        # Without row splits or sequence tables every result column has one writer, so rank 0
+        # can write its part in place (one copy less per batch).
+        self._direct = not state.layout.overlapping and not any(state.layout.sequence)
         self._processes = list(processes or [])
         self._store = store
         self._lock = threading.Lock()
@@ -320,8 +339,23 @@ class ShardedLookup:
                 if pg_data:  # collectives: the workers post the receive after the header
                     st.data.send_batch(wire.rows, wire.lengths)
                 sizes = output_sizes(self.layout, wire.lengths, wire.batch)
-                own = torch.empty(sizes[0], dtype=torch.float32)
-                st.compute.compute_flat(wire.rows, wire.lengths, wire.batch, own)
+                direct = self._direct and not pg_data
+                if direct:
+                    # Rank 0 writes its pairs straight into their columns of the result.
+                    final = torch.empty((wire.batch, self.layout.total_cols), dtype=torch.float32)
+                    st.compute.compute_groups(
+                        wire.rows,
+                        wire.lengths,
+                        wire.batch,
+                        pair_outs=[
+                            [final[:, p.out_col : p.out_col + p.num_cols] for p in g.pairs]
+                            for g in self.layout.ranks[0].groups
+                        ],
+                    )
+                    own = torch.empty(0, dtype=torch.float32)
+                else:
+                    own = torch.empty(sizes[0], dtype=torch.float32)
+                    st.compute.compute_flat(wire.rows, wire.lengths, wire.batch, own)
                 if pg_data:
                     flats = st.data.gather_outputs(own, sizes)
                     ok = st.control.agree(failed=False)
@@ -338,6 +372,12 @@ class ShardedLookup:
             if not ok:
                 self._broken = f"a rank failed computing batch {self._seq} (see its log)"
                 raise RankFailedError(self._broken)
+            if direct:
+                rest = [
+                    split_rank_output(rl, flat, [], wire.batch)[0]
+                    for rl, flat in zip(self.layout.ranks[1:], flats[1:], strict=True)
+                ]
+                return self.frontend.combine(wire, [None, *rest], None, out=final)
             ids = ids_per_feature(wire.lengths, len(self.layout.features), wire.batch)
             split = [
                 split_rank_output(rl, flat, ids, wire.batch)
@@ -427,14 +467,16 @@ class ShardedLookup:
 # -------------------------------------------------------------------------------------------------
 
 
-def _worker_main(config: RuntimeConfig, port: int, rank: int, world: int) -> None:
+def _worker_main(
+    config: RuntimeConfig, port: int, rank: int, world: int, signals: LocalSignals | None
+) -> None:
     torch.set_num_threads(config.threads_per_rank)
     logging.basicConfig(level=logging.WARNING, format=f"rank {rank}: %(levelname)s %(message)s")
     store = dist.TCPStore(
         "127.0.0.1", port, world, False, timeout=datetime.timedelta(seconds=config.start_timeout_s)
     )
     try:
-        state = _start_rank(config, store, rank, world)
+        state = _start_rank(config, store, rank, world, signals)
         _serve_worker(state)
     except AdrankError as exc:
         logger.error("%s", exc)
@@ -483,11 +525,12 @@ def launch_local(
         wait_for_workers=False,
     )
     ctx = mp.get_context("spawn")
+    signals = LocalSignals(world_size, ctx)
     processes = []
     for rank in range(1, world_size):
         p = ctx.Process(
             target=_worker_main,
-            args=(config, store.port, rank, world_size),
+            args=(config, store.port, rank, world_size, signals),
             name=f"adrank-rank{rank}",
             daemon=True,
         )
@@ -496,7 +539,7 @@ def launch_local(
         if on_started is not None and p.pid is not None:
             on_started(p.pid)
     try:
-        state = _start_rank(config, store, 0, world_size)
+        state = _start_rank(config, store, 0, world_size, signals, processes)
     except BaseException:
         for p in processes:
             p.join(timeout=config.start_timeout_s)
