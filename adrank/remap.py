@@ -51,6 +51,7 @@ __all__ = [
     "fbgemm_index_remappings",
     "read_remap_file",
     "read_remaps",
+    "remap_digest",
     "remap_file_name",
     "write_remaps",
 ]
@@ -248,13 +249,28 @@ def fbgemm_index_remappings(
 _SAFE_NAME = re.compile(r"^[A-Za-z0-9_.-]{1,100}$")
 
 
-def remap_file_name(table: str) -> str:
-    """File name of a table's remap inside :data:`REMAPS_DIR`: ``<table>.npy`` for plain names,
-    else a sanitised name plus a short hash (so distinct tables never share a file)."""
+def remap_digest(remap: RowRemap) -> str:
+    """Hex sha256 of what a remap decides (the mapping, the row count and the fallback row)."""
+    h = hashlib.sha256()
+    h.update(np.ascontiguousarray(remap.hashed_to_row, dtype=np.int64).tobytes())
+    h.update(f"|{remap.num_rows}|{remap.fallback_row}".encode())
+    return h.hexdigest()
+
+
+def remap_file_name(table: str, digest: str) -> str:
+    """File name of a table's remap inside :data:`REMAPS_DIR`: ``<table>-<digest[:12]>.npy``.
+
+    The content digest is part of the name, so ``TablePlan.remap_file`` in plan.json identifies
+    the mapping itself: re-pruning a plan gives new names, and a checkpoint trained under the old
+    rows is refused instead of read in another row order. Unusual table names are sanitised plus
+    a short hash of the name (so distinct tables never share a file).
+    """
     if _SAFE_NAME.match(table) and not table.startswith("."):
-        return f"{table}.npy"
-    safe = re.sub(r"[^A-Za-z0-9_.-]", "_", table)[:80].lstrip(".") or "table"
-    return f"{safe}-{hashlib.sha256(table.encode()).hexdigest()[:8]}.npy"
+        safe = table
+    else:
+        clean = re.sub(r"[^A-Za-z0-9_.-]", "_", table)[:80].lstrip(".") or "table"
+        safe = f"{clean}-{hashlib.sha256(table.encode()).hexdigest()[:8]}"
+    return f"{safe}-{digest[:12]}.npy"
 
 
 def _sha256_file(path: Path) -> str:
@@ -304,7 +320,7 @@ def write_remaps(
     rel: dict[str, str] = {}
     for name in sorted(remaps):
         r = remaps[name]
-        file_name = remap_file_name(name)
+        file_name = remap_file_name(name, remap_digest(r))
         dest = out_dir / file_name
         with atomic_path(dest, suffix=".npy") as tmp, open(tmp, "wb") as f:
             np.save(f, np.ascontiguousarray(r.hashed_to_row, dtype=np.int64), allow_pickle=False)

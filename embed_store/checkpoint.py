@@ -104,6 +104,8 @@ class StoredTable:
         precision: The plan's serving precision (informational; the files are float32).
         pooling: The plan's pooling of the table.
         shards: The stored blocks; they cover ``num_rows x dim`` exactly once.
+        remap_file: The plan's pruning remap the rows follow (``TablePlan.remap_file``, named by
+            its content digest), or None for an unpruned table.
     """
 
     name: str
@@ -112,6 +114,7 @@ class StoredTable:
     precision: Precision
     pooling: PoolingType
     shards: tuple[StoredShard, ...]
+    remap_file: str | None = None
 
 
 class Checkpoint:
@@ -522,7 +525,11 @@ def _parse_manifest(
         if tiling:
             f.bad(f"{w}.shards", f"table {name!r}: {tiling}")
             continue
-        tables.append(StoredTable(name, rows, dim, precision, pooling, tuple(shards)))
+        remap = td.get("remap_file") if isinstance(td, dict) else None
+        if remap is not None and not isinstance(remap, str):
+            f.bad(f"{w}.remap_file", f"expected a string or null, found {remap!r}")
+            continue
+        tables.append(StoredTable(name, rows, dim, precision, pooling, tuple(shards), remap))
     if f.problems:
         raise InputError.from_problems(f.problems)
     return fingerprint, tuple(tables)
@@ -828,6 +835,7 @@ def _write(
                     "dtype": _DTYPE,
                     "precision": t.precision.value,
                     "pooling": t.pooling.value,
+                    "remap_file": t.remap_file,
                     "shards": shards_doc,
                 }
             )
@@ -960,6 +968,13 @@ def _table_mismatches(ckpt: Checkpoint, plan: ShardPlan) -> list[str]:
                 problems.append(
                     f"table {t.name!r} is {shape[0]} x {shape[1]} in the checkpoint but "
                     f"{t.num_rows} x {t.dim} in the plan"
+                )
+            stored = ckpt.table(t.name).remap_file
+            if stored != t.remap_file:
+                # Same shape, other row order: reading it would silently return wrong rows.
+                problems.append(
+                    f"table {t.name!r} rows follow pruning remap {stored or 'none'} in the "
+                    f"checkpoint but {t.remap_file or 'none'} in the plan"
                 )
     return problems
 

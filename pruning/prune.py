@@ -19,7 +19,7 @@ import numpy as np
 
 from adrank.errors import InputError
 from adrank.planfile import PLAN_FILE_NAME, validate_plan, write_plan
-from adrank.remap import REMAPS_DIR, RowRemap, remap_file_name, write_remaps
+from adrank.remap import REMAPS_DIR, RowRemap, remap_digest, remap_file_name, write_remaps
 from adrank.types import PruningAction, PruningPolicy, ShardPlan, TablePlan
 from pruning.policy import select_live_rows
 from pruning.remapping import build_remap
@@ -229,7 +229,10 @@ def write_pruned_plan(
     ]
     if problems:
         raise InputError.from_problems(problems)
-    files = {name: f"{REMAPS_DIR}/{remap_file_name(name)}" for name in result.remaps}
+    files = {
+        name: f"{REMAPS_DIR}/{remap_file_name(name, remap_digest(r))}"
+        for name, r in result.remaps.items()
+    }
     tables = tuple(
         dataclasses.replace(t, remap_file=files[t.name]) if t.name in files else t
         for t in plan.tables

@@ -17,6 +17,7 @@ from adrank.remap import (
     fbgemm_index_remappings,
     read_remap_file,
     read_remaps,
+    remap_digest,
     remap_file_name,
     write_remaps,
 )
@@ -76,8 +77,13 @@ def test_validate_names_the_broken_invariant(remap: RowRemap, fragment: str) -> 
 def test_files_round_trip(tmp_path: Path) -> None:
     remaps = {"t_a": _remap("t_a"), "odd/name": RowRemap("odd/name", np.array([-1, 0]), 2, 1, 1)}
     files = write_remaps(remaps, tmp_path, "sha256:plan")
-    assert files["t_a"] == f"{REMAPS_DIR}/t_a.npy"
-    assert "/" not in remap_file_name("odd/name") and files["odd/name"].endswith(".npy")
+    digest = remap_digest(remaps["t_a"])
+    assert files["t_a"] == f"{REMAPS_DIR}/t_a-{digest[:12]}.npy"
+    assert files["odd/name"].startswith(f"{REMAPS_DIR}/") and "/" not in files["odd/name"][7:]
+    assert remap_file_name("odd/name", digest) != remap_file_name("odd_name", digest)
+    # The name follows the content: another mapping of the same table gets another file.
+    other = RowRemap("t_a", np.array([0, 1, -1, 2, -1, 3], dtype=np.int64), 5, 4, 4)
+    assert remap_digest(other) != digest
     back = read_remaps(tmp_path, expected_fingerprint="sha256:plan")
     assert sorted(back) == ["odd/name", "t_a"]
     for name, r in remaps.items():
@@ -103,11 +109,11 @@ def test_read_refuses_another_plans_remaps(tmp_path: Path) -> None:
 
 
 def test_read_detects_a_changed_file(tmp_path: Path) -> None:
-    write_remaps({"t": _remap()}, tmp_path, "sha256:p")
-    np.save(tmp_path / REMAPS_DIR / "t.npy", np.array([0, 1, 2, 3, 4, 5], dtype=np.int64))
+    files = write_remaps({"t": _remap()}, tmp_path, "sha256:p")
+    np.save(tmp_path / files["t"], np.array([0, 1, 2, 3, 4, 5], dtype=np.int64))
     with pytest.raises(InputError, match="checksum") as e:
         read_remaps(tmp_path)
-    assert str(e.value.source).endswith("t.npy")
+    assert str(e.value.source).endswith(files["t"].split("/")[-1])
 
 
 def test_read_reports_a_missing_manifest(tmp_path: Path) -> None:

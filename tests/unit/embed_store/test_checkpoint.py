@@ -432,3 +432,39 @@ def test_table_names_unusable_as_directories_are_refused(tmp_path: Path) -> None
 def test_read_shard_of_a_foreign_spec_outside_the_table_is_refused(saved) -> None:
     with pytest.raises(InputError, match="'small'"):
         saved[0].read_shard("small", ShardSpec(0, 5, 3, 0, 4))
+
+
+def test_a_checkpoint_is_refused_for_a_plan_pruned_with_another_remap(tmp_path: Path) -> None:
+    """Same fingerprint and shapes, other row order: refused, naming both remaps."""
+    import dataclasses
+
+    from adrank.errors import PlanError
+    from embed_store.checkpoint import init_checkpoint, open_checkpoint
+    from tests.plan_builders import mixed_plan
+
+    plan = mixed_plan()
+    pruned = dataclasses.replace(
+        plan,
+        tables=tuple(
+            dataclasses.replace(t, remap_file="remaps/t_tw-aaaaaaaaaaaa.npy")
+            if t.name == "t_tw"
+            else t
+            for t in plan.tables
+        ),
+    )
+    init_checkpoint(tmp_path / "ck", pruned, seed=0)
+    ckpt = open_checkpoint(tmp_path / "ck")
+    assert ckpt.table("t_tw").remap_file == "remaps/t_tw-aaaaaaaaaaaa.npy"
+    ckpt.check_plan(pruned)
+    repruned = dataclasses.replace(
+        pruned,
+        tables=tuple(
+            dataclasses.replace(t, remap_file="remaps/t_tw-bbbbbbbbbbbb.npy")
+            if t.name == "t_tw"
+            else t
+            for t in pruned.tables
+        ),
+    )
+    with pytest.raises(PlanError) as info:
+        ckpt.check_plan(repruned)
+    assert "aaaaaaaaaaaa" in str(info.value) and "bbbbbbbbbbbb" in str(info.value)
