@@ -318,6 +318,7 @@ class SharedMemoryData:
 
     def __init__(self, prefix: str, rank: int, world_size: int) -> None:
         self.rank = rank
+        self.prefix = prefix
         self._input = _Segment(prefix, "in", owner=rank == 0)
         self._outputs = [_Segment(prefix, f"out{r}", owner=r == rank) for r in range(world_size)]
 
@@ -354,10 +355,14 @@ class SharedMemoryData:
         return outs
 
     def close(self) -> None:
-        """Unmap and remove the segments this rank created."""
+        """Unmap and remove the segments this rank created; rank 0 also removes what a rank
+        that died left behind (every file of this runtime's prefix)."""
         self._input.close()
         for s in self._outputs:
             s.close()
+        if self.rank == 0:
+            for path in _shm_dir().glob(f"{self.prefix}-*"):
+                path.unlink(missing_ok=True)
 
 
 class ProcessGroupData:

@@ -123,6 +123,8 @@ def test_a_killed_rank_is_reported_within_the_timeout(tmp_path: Path) -> None:
             rt.lookup(batch)
     finally:
         rt.close()
+    # The killed rank could not remove its shared-memory segment; rank 0 removed it on close.
+    assert not [n for n in _shm_files() if n.startswith(f"adrank-{os.getpid()}-")]
 
 
 def test_a_rank_that_cannot_load_stops_the_start_with_its_reason(tmp_path: Path) -> None:
