@@ -14,6 +14,7 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Mapping, Sequence
 
+import fbgemm_gpu  # noqa: F401  (registers torch.ops.fbgemm: pruned_array_lookup)
 import numpy as np
 import torch
 from torchrec.sparse.jagged_tensor import JaggedTensor, KeyedTensor
@@ -268,7 +269,16 @@ class LookupFrontend:
         if not self._in_range(fi, seg, where, problems):
             return seg
         remap = self._remaps[fi]
-        return remap.index_select(0, seg) if remap is not None else seg
+        if remap is None:
+            return seg
+        # FBGEMM's pruned array lookup (the kernel its quantized inference TBE uses for index
+        # remapping), one table, the whole segment as one bag: hashed_id -> row.
+        return torch.ops.fbgemm.pruned_array_lookup(
+            seg,
+            torch.tensor([0, seg.numel()], dtype=torch.int64),
+            remap,
+            torch.tensor([0, remap.numel()], dtype=torch.int64),
+        )
 
     # ---------------------------------------------------------------------------------------------
     def combine(
