@@ -78,6 +78,19 @@ def _murmur3_64_array(
         out[i] = _murmur3_64_one(keys[i], seed)
 
 
+@numba.njit(cache=True)
+def _murmur3_64_array_serial(
+    keys: np.ndarray, seed: np.uint64, out: np.ndarray
+) -> None:  # pragma: no cover
+    for i in range(keys.shape[0]):
+        out[i] = _murmur3_64_one(keys[i], seed)
+
+
+_PARALLEL_MIN_KEYS = 1 << 16
+"""Below this many keys the serial kernel runs: a parallel launch costs more than the work (a
+request's few hundred ids: 4 us serial, milliseconds at the tail for a launch on a busy machine)."""
+
+
 def murmur3_64(id_keys: np.ndarray, seed: int) -> np.ndarray:
     """Hash int64 id keys with MurmurHash3 x64-128 (first 64 bits).
 
@@ -92,7 +105,8 @@ def murmur3_64(id_keys: np.ndarray, seed: int) -> np.ndarray:
         raise ValueError(f"seed must be a 32-bit unsigned int, got {seed}")
     keys = np.ascontiguousarray(id_keys, dtype=np.int64)
     out = np.empty(keys.shape[0], dtype=np.uint64)
-    _murmur3_64_array(keys, np.uint64(seed), out)
+    kernel = _murmur3_64_array if keys.shape[0] >= _PARALLEL_MIN_KEYS else _murmur3_64_array_serial
+    kernel(keys, np.uint64(seed), out)
     return out
 
 

@@ -60,3 +60,15 @@ def test_id_keys_from_arrow_uint64_above_int64_range_keeps_bits() -> None:
     keys, valid = id_keys_from_arrow(pa.array([2**64 - 1, 2**63, 5], pa.uint64()))
     assert keys.tolist() == [-1, -(2**63), 5]
     assert valid.all()
+
+
+def test_serial_and_parallel_kernels_agree_around_the_threshold() -> None:
+    import adrank.hashing as hashing
+
+    n = hashing._PARALLEL_MIN_KEYS
+    keys = np.random.default_rng(3).integers(-(2**62), 2**62, n + 5, dtype=np.int64)
+    big = hashing.murmur3_64(keys, 17)  # parallel kernel
+    small = np.concatenate(
+        [hashing.murmur3_64(keys[i : i + 1000], 17) for i in range(0, n + 5, 1000)]
+    )
+    assert np.array_equal(big, small)
