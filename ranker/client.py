@@ -117,6 +117,7 @@ class RankClient(rpc.RpcClient):
         force_tier: str | None = None,
         request_id: int = 0,
         timeout_s: float | None = None,
+        as_of_us: int | None = None,
     ) -> RankResult:
         """Scores of ``ad_ids`` for ``user_id`` (the server's Rank).
 
@@ -129,6 +130,7 @@ class RankClient(rpc.RpcClient):
                 tier when the routed one would not fit (None: no budget).
             force_tier: Score with this tier instead of routing.
             request_id: The caller's id of the request (recorded in the server's router log).
+            as_of_us: Read features as of this time (microseconds; None: newest versions).
             timeout_s: Deadline of this call, retries included (default: the client's); the first
                 call also fetches the model's description within it.
 
@@ -154,6 +156,8 @@ class RankClient(rpc.RpcClient):
         )
         if latency_budget_ms is not None:
             request.latency_budget_ms = float(latency_budget_ms)
+        if as_of_us is not None:
+            request.as_of_us = int(as_of_us)
         _fill_context(request.context, context, dense_names)
         response = self.call("Rank", self._stub.Rank, request, timeout_s)
         t = response.timings

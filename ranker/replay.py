@@ -35,6 +35,7 @@ class LoggedRequest:
         ad_ids: Candidates in logged order.
         labels: Clicks per candidate.
         context: Request-level columns (ids, lists, dense values) by name.
+        ts_s: Request time, epoch seconds.
     """
 
     request_id: int
@@ -42,6 +43,7 @@ class LoggedRequest:
     ad_ids: np.ndarray
     labels: np.ndarray
     context: dict[str, Any]
+    ts_s: int = 0
 
 
 def logged_requests(
@@ -70,7 +72,8 @@ def logged_requests(
     labels = imps.column("label").to_numpy()[order]
     context_cols = [c for c in reqs.column_names if c not in ("request_id", "ts", "user_id")]
     rows = reqs.to_pylist()
-    for row in rows:
+    times = pc.cast(reqs.column("ts"), pa.timestamp("s", tz="UTC")).cast(pa.int64()).to_numpy()
+    for row, ts in zip(rows, times, strict=True):
         lo, hi = (
             np.searchsorted(rid, row["request_id"], "left"),
             np.searchsorted(rid, row["request_id"], "right"),
@@ -83,6 +86,7 @@ def logged_requests(
             ad_ids=ads[lo:hi],
             labels=labels[lo:hi].astype(np.float64),
             context={c: (row[c] if row[c] is not None else 0) for c in context_cols},
+            ts_s=int(ts),
         )
 
 
@@ -117,7 +121,8 @@ def replay(
     warmup: int = 5,
 ) -> ReplayReport:
     """Send each request to ``rank(user_id, ad_ids, context, latency_budget_ms=...,
-    request_id=...)`` (which returns an object with ``scores``, ``tier`` and ``reason``).
+    request_id=..., as_of_us=...)`` (which returns an object with ``scores``, ``tier`` and
+    ``reason``); features are read as of each request's logged time.
 
     Args:
         rank: The rank function.
@@ -127,19 +132,27 @@ def replay(
         warmup: Calls sent first and not measured.
     """
     for r in requests[:warmup]:
-        rank(r.user_id, r.ad_ids, r.context, latency_budget_ms=latency_budget_ms)
+        rank(
+            r.user_id,
+            r.ad_ids,
+            r.context,
+            latency_budget_ms=latency_budget_ms,
+            as_of_us=r.ts_s * 10**6,
+        )
     scores, labels, lat = [], [], []
     tiers: dict[str, int] = {}
     reasons: dict[str, int] = {}
     cost = weight = 0.0
     for r in requests:
         t0 = time.perf_counter()
+        # Features as of the request's time: what serving saw then, nothing from later.
         out = rank(
             r.user_id,
             r.ad_ids,
             r.context,
             latency_budget_ms=latency_budget_ms,
             request_id=r.request_id,
+            as_of_us=r.ts_s * 10**6,
         )
         lat.append(time.perf_counter() - t0)
         scores.append(np.asarray(out.scores, dtype=np.float64))

@@ -80,6 +80,7 @@ class RankQuery:
         latency_budget_ms: Budget of the whole call (None: none).
         force_tier: Tier to score with (None: route).
         request_id: The caller's id of the request.
+        as_of_us: Point-in-time feature read (None: newest versions).
     """
 
     user_id: int
@@ -88,6 +89,7 @@ class RankQuery:
     latency_budget_ms: float | None
     force_tier: str | None
     request_id: int
+    as_of_us: int | None = None
 
 
 def query_from_proto(request: pb.RankRequest) -> RankQuery:
@@ -123,6 +125,7 @@ def query_from_proto(request: pb.RankRequest) -> RankQuery:
         ),
         force_tier=request.force_tier or None,
         request_id=int(request.request_id),
+        as_of_us=int(request.as_of_us) if request.HasField("as_of_us") else None,
     )
 
 
@@ -193,6 +196,7 @@ class RankServicer(pb_grpc.RankServiceServicer):  # type: ignore[misc]
                 request_id=q.request_id,
                 force_tier=q.force_tier,
                 deadline_s=_deadline_s(context),
+                as_of_us=q.as_of_us,
             )
             self._metrics.observe(result, len(q.ad_ids))
             return response_to_proto(result, q.request_id)

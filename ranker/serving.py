@@ -88,6 +88,7 @@ class FeatureSource(Protocol):
         candidate_ids: np.ndarray,
         user_features: Sequence[str] | None = ...,
         candidate_features: Sequence[str] | None = ...,
+        as_of_us: int | None = None,
     ) -> RequestFeatures: ...
 
 
@@ -325,6 +326,7 @@ class Ranker:
         request_id: int = 0,
         force_tier: str | None = None,
         deadline_s: float | None = None,
+        as_of_us: int | None = None,
     ) -> RankResult:
         """Score ``ad_ids`` for ``user_id`` (see the module docstring).
 
@@ -342,6 +344,8 @@ class Ranker:
             force_tier: Score with this tier instead of routing (benchmarks, always-X baselines).
             deadline_s: ``time.monotonic()`` by which the call must be done; checked before the
                 lookups and before scoring (None: no deadline).
+            as_of_us: Read the features as of this time, microseconds (None: newest versions);
+                replaying logged requests passes each request's time.
 
         Raises:
             InputError: No candidates, a missing context column or one of the wrong kind,
@@ -358,6 +362,7 @@ class Ranker:
             candidate_ids=ads,
             user_features=self._user_dense or None,
             candidate_features=self._ad_reads or None,
+            as_of_us=as_of_us,
         )
         t1 = time.perf_counter()
         _check_deadline(deadline_s, "after the feature read", t0)

@@ -121,7 +121,13 @@ def serve_and_replay(
         costs = dict(zip(model.router.tier_names, model.router.relative_cost, strict=True))
         routed = replay(client.rank, logged, costs)
         always = {
-            t: replay(lambda u, a, c, t=t, **kw: client.rank(u, a, c, force_tier=t), logged, costs)
+            t: replay(
+                lambda u, a, c, t=t, **kw: client.rank(
+                    u, a, c, force_tier=t, as_of_us=kw.get("as_of_us")
+                ),
+                logged,
+                costs,
+            )
             for t in model.router.tier_names
         }
         client.close()

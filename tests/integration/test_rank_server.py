@@ -253,7 +253,7 @@ class _AsOf:
         self.as_of_us = 0
 
     def get_request(self, **kwargs: Any) -> Any:
-        return self.store.get_request(as_of_us=self.as_of_us, **kwargs)
+        return self.store.get_request(**{**kwargs, "as_of_us": self.as_of_us})
 
 
 def test_serving_scores_equal_training_scores_on_the_same_features(
@@ -701,3 +701,19 @@ def test_cli_two_devices_with_a_feature_server_equals_one_device(
         if cli is not None:
             cli.stop(signal.SIGKILL)
         features.stop(0)
+
+
+def test_as_of_reads_features_at_the_requests_time(
+    client: RankClient, reference: Ranker, held_out: list[Request]
+) -> None:
+    """Before any snapshot existed every entity is a miss; at the end of the logs none is; the
+    gRPC call passes the time through to the feature read exactly as the ranker does."""
+    r = held_out[-1]
+    early = client.rank(r.user_id, r.ad_ids, r.context, force_tier="small", as_of_us=10**6)
+    assert early.feature_misses == len(r.ad_ids) + 1
+    want = reference.rank(r.user_id, r.ad_ids, r.context, force_tier="small", as_of_us=10**6)
+    _assert_same(early, want)
+    late_us = 4 * 10**15  # far after the logs: the newest versions
+    late = client.rank(r.user_id, r.ad_ids, r.context, force_tier="small", as_of_us=late_us)
+    assert late.feature_misses < early.feature_misses
+    assert not np.array_equal(late.scores, early.scores)

@@ -24,7 +24,7 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x19ranker/pb/v1/ranker.proto\x12\x10\x61\x64rank.ranker.v1\"\x12\n\x03Ids\x12\x0b\n\x03ids\x18\x01 \x03(\x03\"\xe9\x01\n\x07\x43ontext\x12\x35\n\x06sparse\x18\x01 \x03(\x0b\x32%.adrank.ranker.v1.Context.SparseEntry\x12\x33\n\x05\x64\x65nse\x18\x02 \x03(\x0b\x32$.adrank.ranker.v1.Context.DenseEntry\x1a\x44\n\x0bSparseEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12$\n\x05value\x18\x02 \x01(\x0b\x32\x15.adrank.ranker.v1.Ids:\x02\x38\x01\x1a,\n\nDenseEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x01:\x02\x38\x01\"\xb8\x01\n\x0bRankRequest\x12\x0f\n\x07user_id\x18\x01 \x01(\x03\x12*\n\x07\x63ontext\x18\x02 \x01(\x0b\x32\x19.adrank.ranker.v1.Context\x12\x0e\n\x06\x61\x64_ids\x18\x03 \x03(\x03\x12\x1e\n\x11latency_budget_ms\x18\x04 \x01(\x01H\x00\x88\x01\x01\x12\x12\n\nforce_tier\x18\x05 \x01(\t\x12\x12\n\nrequest_id\x18\x06 \x01(\x04\x42\x14\n\x12_latency_budget_ms\"Z\n\x0cStageTimings\x12\x13\n\x0b\x66\x65\x61tures_ms\x18\x01 \x01(\x01\x12\x11\n\tlookup_ms\x18\x02 \x01(\x01\x12\x10\n\x08score_ms\x18\x03 \x01(\x01\x12\x10\n\x08total_ms\x18\x04 \x01(\x01\"\xb3\x01\n\x0cRankResponse\x12\x0e\n\x06scores\x18\x01 \x03(\x02\x12\x0c\n\x04tier\x18\x02 \x01(\t\x12\x0e\n\x06reason\x18\x03 \x01(\t\x12\x18\n\x10plan_fingerprint\x18\x04 \x01(\t\x12\x16\n\x0e\x66\x65\x61ture_misses\x18\x05 \x01(\r\x12/\n\x07timings\x18\x06 \x01(\x0b\x32\x1e.adrank.ranker.v1.StageTimings\x12\x12\n\nrequest_id\x18\x07 \x01(\x04\"\x16\n\x14\x44\x65scribeModelRequest\"\xca\x01\n\x15\x44\x65scribeModelResponse\x12\x18\n\x10plan_fingerprint\x18\x01 \x01(\t\x12\r\n\x05tiers\x18\x02 \x03(\t\x12\x11\n\tsafe_tier\x18\x03 \x01(\t\x12\x16\n\x0esparse_context\x18\x04 \x03(\t\x12\x18\n\x10sequence_context\x18\x05 \x03(\t\x12\x15\n\rdense_context\x18\x06 \x03(\t\x12\x18\n\x10max_sequence_len\x18\x07 \x01(\r\x12\x12\n\nworld_size\x18\x08 \x01(\r2\xb6\x01\n\x0bRankService\x12\x45\n\x04Rank\x12\x1d.adrank.ranker.v1.RankRequest\x1a\x1e.adrank.ranker.v1.RankResponse\x12`\n\rDescribeModel\x12&.adrank.ranker.v1.DescribeModelRequest\x1a\'.adrank.ranker.v1.DescribeModelResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x19ranker/pb/v1/ranker.proto\x12\x10\x61\x64rank.ranker.v1\"\x12\n\x03Ids\x12\x0b\n\x03ids\x18\x01 \x03(\x03\"\xe9\x01\n\x07\x43ontext\x12\x35\n\x06sparse\x18\x01 \x03(\x0b\x32%.adrank.ranker.v1.Context.SparseEntry\x12\x33\n\x05\x64\x65nse\x18\x02 \x03(\x0b\x32$.adrank.ranker.v1.Context.DenseEntry\x1a\x44\n\x0bSparseEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12$\n\x05value\x18\x02 \x01(\x0b\x32\x15.adrank.ranker.v1.Ids:\x02\x38\x01\x1a,\n\nDenseEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x01:\x02\x38\x01\"\xdc\x01\n\x0bRankRequest\x12\x0f\n\x07user_id\x18\x01 \x01(\x03\x12*\n\x07\x63ontext\x18\x02 \x01(\x0b\x32\x19.adrank.ranker.v1.Context\x12\x0e\n\x06\x61\x64_ids\x18\x03 \x03(\x03\x12\x1e\n\x11latency_budget_ms\x18\x04 \x01(\x01H\x00\x88\x01\x01\x12\x12\n\nforce_tier\x18\x05 \x01(\t\x12\x12\n\nrequest_id\x18\x06 \x01(\x04\x12\x15\n\x08\x61s_of_us\x18\x07 \x01(\x03H\x01\x88\x01\x01\x42\x14\n\x12_latency_budget_msB\x0b\n\t_as_of_us\"Z\n\x0cStageTimings\x12\x13\n\x0b\x66\x65\x61tures_ms\x18\x01 \x01(\x01\x12\x11\n\tlookup_ms\x18\x02 \x01(\x01\x12\x10\n\x08score_ms\x18\x03 \x01(\x01\x12\x10\n\x08total_ms\x18\x04 \x01(\x01\"\xb3\x01\n\x0cRankResponse\x12\x0e\n\x06scores\x18\x01 \x03(\x02\x12\x0c\n\x04tier\x18\x02 \x01(\t\x12\x0e\n\x06reason\x18\x03 \x01(\t\x12\x18\n\x10plan_fingerprint\x18\x04 \x01(\t\x12\x16\n\x0e\x66\x65\x61ture_misses\x18\x05 \x01(\r\x12/\n\x07timings\x18\x06 \x01(\x0b\x32\x1e.adrank.ranker.v1.StageTimings\x12\x12\n\nrequest_id\x18\x07 \x01(\x04\"\x16\n\x14\x44\x65scribeModelRequest\"\xca\x01\n\x15\x44\x65scribeModelResponse\x12\x18\n\x10plan_fingerprint\x18\x01 \x01(\t\x12\r\n\x05tiers\x18\x02 \x03(\t\x12\x11\n\tsafe_tier\x18\x03 \x01(\t\x12\x16\n\x0esparse_context\x18\x04 \x03(\t\x12\x18\n\x10sequence_context\x18\x05 \x03(\t\x12\x15\n\rdense_context\x18\x06 \x03(\t\x12\x18\n\x10max_sequence_len\x18\x07 \x01(\r\x12\x12\n\nworld_size\x18\x08 \x01(\r2\xb6\x01\n\x0bRankService\x12\x45\n\x04Rank\x12\x1d.adrank.ranker.v1.RankRequest\x1a\x1e.adrank.ranker.v1.RankResponse\x12`\n\rDescribeModel\x12&.adrank.ranker.v1.DescribeModelRequest\x1a\'.adrank.ranker.v1.DescribeModelResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -44,15 +44,15 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_CONTEXT_DENSEENTRY']._serialized_start=257
   _globals['_CONTEXT_DENSEENTRY']._serialized_end=301
   _globals['_RANKREQUEST']._serialized_start=304
-  _globals['_RANKREQUEST']._serialized_end=488
-  _globals['_STAGETIMINGS']._serialized_start=490
-  _globals['_STAGETIMINGS']._serialized_end=580
-  _globals['_RANKRESPONSE']._serialized_start=583
-  _globals['_RANKRESPONSE']._serialized_end=762
-  _globals['_DESCRIBEMODELREQUEST']._serialized_start=764
-  _globals['_DESCRIBEMODELREQUEST']._serialized_end=786
-  _globals['_DESCRIBEMODELRESPONSE']._serialized_start=789
-  _globals['_DESCRIBEMODELRESPONSE']._serialized_end=991
-  _globals['_RANKSERVICE']._serialized_start=994
-  _globals['_RANKSERVICE']._serialized_end=1176
+  _globals['_RANKREQUEST']._serialized_end=524
+  _globals['_STAGETIMINGS']._serialized_start=526
+  _globals['_STAGETIMINGS']._serialized_end=616
+  _globals['_RANKRESPONSE']._serialized_start=619
+  _globals['_RANKRESPONSE']._serialized_end=798
+  _globals['_DESCRIBEMODELREQUEST']._serialized_start=800
+  _globals['_DESCRIBEMODELREQUEST']._serialized_end=822
+  _globals['_DESCRIBEMODELRESPONSE']._serialized_start=825
+  _globals['_DESCRIBEMODELRESPONSE']._serialized_end=1027
+  _globals['_RANKSERVICE']._serialized_start=1030
+  _globals['_RANKSERVICE']._serialized_end=1212
 # @@protoc_insertion_point(module_scope)

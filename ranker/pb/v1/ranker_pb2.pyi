@@ -35,20 +35,22 @@ class Context(_message.Message):
     def __init__(self, sparse: _Optional[_Mapping[str, Ids]] = ..., dense: _Optional[_Mapping[str, float]] = ...) -> None: ...
 
 class RankRequest(_message.Message):
-    __slots__ = ("user_id", "context", "ad_ids", "latency_budget_ms", "force_tier", "request_id")
+    __slots__ = ("user_id", "context", "ad_ids", "latency_budget_ms", "force_tier", "request_id", "as_of_us")
     USER_ID_FIELD_NUMBER: _ClassVar[int]
     CONTEXT_FIELD_NUMBER: _ClassVar[int]
     AD_IDS_FIELD_NUMBER: _ClassVar[int]
     LATENCY_BUDGET_MS_FIELD_NUMBER: _ClassVar[int]
     FORCE_TIER_FIELD_NUMBER: _ClassVar[int]
     REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
+    AS_OF_US_FIELD_NUMBER: _ClassVar[int]
     user_id: int
     context: Context
     ad_ids: _containers.RepeatedScalarFieldContainer[int]
     latency_budget_ms: float
     force_tier: str
     request_id: int
-    def __init__(self, user_id: _Optional[int] = ..., context: _Optional[_Union[Context, _Mapping]] = ..., ad_ids: _Optional[_Iterable[int]] = ..., latency_budget_ms: _Optional[float] = ..., force_tier: _Optional[str] = ..., request_id: _Optional[int] = ...) -> None: ...
+    as_of_us: int
+    def __init__(self, user_id: _Optional[int] = ..., context: _Optional[_Union[Context, _Mapping]] = ..., ad_ids: _Optional[_Iterable[int]] = ..., latency_budget_ms: _Optional[float] = ..., force_tier: _Optional[str] = ..., request_id: _Optional[int] = ..., as_of_us: _Optional[int] = ...) -> None: ...
 
 class StageTimings(_message.Message):
     __slots__ = ("features_ms", "lookup_ms", "score_ms", "total_ms")
