@@ -73,6 +73,8 @@ class TrainConfig:
 
     Attributes:
         epochs: Passes over the training requests.
+        devices: Processes training together (gloo): > 1 shards the plan's tables across them
+            as the plan places them (TorchRec DMP) and needs a plan for that many devices.
         requests_per_batch: Requests per step.
         holdout_days: Last days of requests held out for evaluation.
         router_days: Days before the held-out tail on which the router fits.
@@ -91,6 +93,7 @@ class TrainConfig:
     """
 
     epochs: int = 1
+    devices: int = 1
     requests_per_batch: int = 64
     holdout_days: float = 1.0
     router_days: float = 1.0
@@ -228,7 +231,24 @@ def train(
     # Adagrad's sparse updates build COO tensors from valid indices: opt out of torch's
     # invariant checks explicitly (the default warns on every process that does not say).
     torch.sparse.check_sparse_tensor_invariants.disable()
-    for _ in range(config.epochs):
+    if config.devices > 1:
+        from ranker.train_distributed import train_sharded
+
+        tables, tier_states, steps, seen = train_sharded(
+            logs,
+            Path(store.path),
+            Path(plan_dir),
+            roles,
+            dims,
+            config,
+            config.devices,
+            router_start,
+            embeddings.weights(),
+        )
+        _load_weights(embeddings, tables)
+        for tier_name in TIERS:
+            tiers[tier_name].load_state_dict(tier_states[tier_name.value])
+    for _ in range(config.epochs if config.devices == 1 else 0):
         for batch in iter_request_batches(
             logs, store, roles, requests_per_batch=config.requests_per_batch, stop_s=router_start
         ):
@@ -342,6 +362,16 @@ def train(
     )
     write_json_document(out / "metrics.json", "adrank.ranker_metrics", 1, metrics)
     return TrainResult(out_dir=out, metrics=metrics)
+
+
+@torch.no_grad()
+def _load_weights(embeddings: PlanEmbeddings, tables: dict[str, np.ndarray]) -> None:
+    """Put trained tables (e.g. gathered from the ranks) into the single-process modules."""
+    modules: dict[str, Any] = dict(embeddings.ebc.embedding_bags.items())
+    if embeddings.ec is not None:
+        modules.update(embeddings.ec.embeddings.items())
+    for name, module in modules.items():
+        module.weight.copy_(torch.from_numpy(tables[name]))
 
 
 def _relative_costs(

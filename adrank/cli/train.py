@@ -31,6 +31,14 @@ def register(subparsers: Any) -> argparse.ArgumentParser:
     p.add_argument("-o", "--out", required=True, metavar="DIR", help="output directory")
     p.add_argument("--epochs", type=positive_int, default=1, help="passes over the training days")
     p.add_argument(
+        "--devices",
+        type=positive_int,
+        default=1,
+        metavar="N",
+        help="train in N gloo processes with the tables sharded as the plan places them "
+        "(the plan's device count); default 1: one process holds every table",
+    )
+    p.add_argument(
         "--requests-per-batch", type=positive_int, default=64, metavar="N", help="requests per step"
     )
     p.add_argument(
@@ -71,6 +79,7 @@ def run(args: argparse.Namespace) -> int:
     plan_dir = Path(args.plan) if Path(args.plan).is_dir() else Path(args.plan).parent
     config = TrainConfig(
         epochs=args.epochs,
+        devices=args.devices,
         requests_per_batch=args.requests_per_batch,
         holdout_days=args.holdout_days,
         router_days=args.router_days,

@@ -217,3 +217,33 @@ def test_hasher_rows_follow_the_plan_mapping(pipeline: Path) -> None:
     kept = want >= 0
     assert np.array_equal(got.values, want[kept] if table.fallback_row is None else want)
     assert got.lengths.sum() == len(got.values)
+
+
+@pytest.mark.multiprocess
+def test_training_on_two_ranks_shards_the_tables_as_planned(pipeline: Path, tmp_path: Path) -> None:
+    """`adrank train --devices 2`: DMP shards the tables by the plan; rank 0 gathers them."""
+    from embed_store import open_checkpoint
+    from ranker.train import TrainConfig, train
+
+    plan = read_plan(pipeline / "plan")
+    assert len(plan.devices) == 2
+    with FeatureStore.open(pipeline / "store", read_only=True) as store:
+        result = train(
+            pipeline / "logs",
+            store,
+            plan,
+            pipeline / "plan",
+            tmp_path / "model",
+            TrainConfig(requests_per_batch=16, devices=2),
+        )
+    m = result.metrics
+    assert m["steps"] > 0 and m["requests"]["train"] >= 2 * m["steps"]
+    assert all(0.0 <= t["auc"] <= 1.0 for t in m["tiers"].values())
+    ckpt = open_checkpoint(tmp_path / "model" / "checkpoint")
+    ckpt.check_plan(plan)
+    # Trained rows moved away from the initial uniform(+-0.1/sqrt(dim)) range somewhere.
+    moved = [
+        float(np.abs(ckpt.read_table(t.name)).max()) > 0.1 / np.sqrt(t.dim) + 1e-6
+        for t in plan.tables
+    ]
+    assert any(moved)

@@ -55,6 +55,7 @@ PUBLIC_MODULES = (
     "ranker.router",
     "ranker.train",
     "ranker.replay",
+    "ranker.train_distributed",
 )
 _NOT_EXPORTS = {"annotations", "logger"}
 
