@@ -82,6 +82,7 @@ class TrainConfig:
         embedding_lr: Adagrad learning rate of the embedding tables.
         embedding_init_scale: Initial rows uniform in +-scale/sqrt(dim).
         dense_lr: Adam learning rate of the tiers.
+        dense_weight_decay: AdamW decoupled weight decay of the tiers.
         max_auc_loss: Router calibration: allowed AUC drop versus always-large.
         safe_tier: Tier for cold-start users.
         seed: Initialisation seed.
@@ -101,6 +102,7 @@ class TrainConfig:
     embedding_lr: float = 0.01
     embedding_init_scale: float = 0.1
     dense_lr: float = 2e-3
+    dense_weight_decay: float = 0.0
     max_auc_loss: float = 0.002
     safe_tier: TierName = TierName.MEDIUM
     seed: int = 0
@@ -225,7 +227,9 @@ def train(
     tiers = {name: build_tier(name, dims[name]) for name in TIERS}
     emb_opt = torch.optim.Adagrad(embeddings.parameters(), lr=config.embedding_lr)
     dense_params = [p for t in tiers.values() for p in t.parameters()]
-    dense_opt = torch.optim.Adam(dense_params, lr=config.dense_lr)
+    dense_opt = torch.optim.AdamW(
+        dense_params, lr=config.dense_lr, weight_decay=config.dense_weight_decay
+    )
     t0 = time.perf_counter()
     steps = seen = 0
     # Adagrad's sparse updates build COO tensors from valid indices: opt out of torch's
