@@ -23,6 +23,7 @@ Pure numpy: the router is cheap enough to run per request on the serving path (a
 
 from __future__ import annotations
 
+import collections
 import dataclasses
 import enum
 import json
@@ -35,6 +36,7 @@ from adrank.errors import InputError
 from adrank.formats import read_json_document, write_json_document
 
 __all__ = [
+    "RECENT_DECISIONS",
     "FORMAT_VERSION_ROUTER",
     "ROUTER_KIND",
     "ROUTER_FEATURES",
@@ -48,6 +50,9 @@ __all__ = [
 
 ROUTER_FEATURES = ("log_history_len", "cold_start", "log_user_activity", "log_candidates")
 """Context values the router reads per request, in order."""
+
+RECENT_DECISIONS = 10_000
+"""Decisions a :class:`RouterLog` keeps in memory."""
 
 ROUTER_KIND = "adrank.router"
 FORMAT_VERSION_ROUTER = 1
@@ -324,10 +329,14 @@ class RouterLog:
 
     Attributes:
         path: Where each decision is appended as a JSON line (None: memory only).
+        decisions: The most recent decisions (at most :data:`RECENT_DECISIONS`: a server keeps
+            running; the file has them all).
     """
 
     path: Path | None = None
-    decisions: list[dict[str, object]] = dataclasses.field(default_factory=list)
+    decisions: collections.deque[dict[str, object]] = dataclasses.field(
+        default_factory=lambda: collections.deque(maxlen=RECENT_DECISIONS)
+    )
 
     def record(self, request_id: int, features: np.ndarray, decision: RouterDecision) -> None:
         entry: dict[str, object] = {

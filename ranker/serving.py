@@ -31,17 +31,15 @@ requests overlap, lookups run one at a time (``LocalLookup``'s kernels are not t
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import math
 import threading
 import time
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from numbers import Integral, Real
 from pathlib import Path
 from typing import Any, Protocol
 
-import numba
 import numpy as np
 import torch
 
@@ -371,8 +369,9 @@ class Ranker:
         misses = int((~np.asarray(feats.candidates.found)).sum()) + int(
             not bool(np.asarray(feats.user.found)[0])
         )
-        with _serial_numba():
-            batch = self._lookup_batch(user_id, ads, context, ad_table)
+        # A request's few hundred ids hash on numba's serial kernel (adrank.hashing picks it
+        # below 64k keys): a parallel launch has a millisecond tail on a busy machine.
+        batch = self._lookup_batch(user_id, ads, context, ad_table)
         with self._lookup_lock:
             result = self.lookup.lookup(batch)
         t2 = time.perf_counter()
@@ -613,22 +612,6 @@ class Ranker:
         req = RequestInputs(pooled_u, torch.from_numpy(_squash(dense_u)), seq, mask)
         cand = CandidateInputs(pooled_a, torch.from_numpy(_squash(dense_a)), None)
         return req, cand
-
-
-@contextlib.contextmanager
-def _serial_numba() -> Iterator[None]:
-    """Run this thread's numba kernels (the id hashing) on one thread.
-
-    A request hashes a few hundred ids per feature: a parallel launch costs more than the work,
-    and on a busy machine its tail is milliseconds (p99 12.7 ms against 4 us serial for 500 ids,
-    measured on 2 shared cores). The setting is per thread, so it is restored on the way out.
-    """
-    previous = numba.get_num_threads()
-    numba.set_num_threads(1)
-    try:
-        yield
-    finally:
-        numba.set_num_threads(previous)
 
 
 def _check_deadline(deadline_s: float | None, when: str, t0: float) -> None:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import collections
 import signal
 from collections.abc import Callable
 from pathlib import Path
@@ -26,7 +25,6 @@ _DEFAULT_WORKERS = 4
 _DEFAULT_RANK_TIMEOUT_S = 30.0
 _DEFAULT_FEATURES_TIMEOUT_S = 1.0
 _FEATURES_READY_S = 30.0
-_ROUTER_LOG_IN_MEMORY = 10_000
 
 
 def register(subparsers: Any) -> argparse.ArgumentParser:
@@ -232,10 +230,8 @@ def _build(
     closers.append(lookup.close)
     router_log = None
     if args.router_log:
-        # RouterLog also keeps every decision in memory (for RouterLog.quality); a server runs
-        # for long, so keep only the most recent ones there: the file has them all.
-        recent: Any = collections.deque(maxlen=_ROUTER_LOG_IN_MEMORY)
-        router_log = RouterLog(Path(args.router_log), decisions=recent)
+        # RouterLog keeps only the most recent decisions in memory; the file has them all.
+        router_log = RouterLog(Path(args.router_log))
     ranker = Ranker(model, plan, args.plan, lookup, features, router_log)
     metrics = RankMetrics(ranker.tier_names)
     detail = source

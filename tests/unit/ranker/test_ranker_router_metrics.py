@@ -134,3 +134,17 @@ def test_router_log_reports_predicted_against_realised(tmp_path: Path) -> None:
     for tier, q in quality.items():
         rows = [i for i, d in enumerate(decisions) if d.tier == int(tier)]
         assert q["realised"] == pytest.approx(np.mean([realised[i][int(tier)] for i in rows]))
+
+
+def test_router_log_keeps_only_recent_decisions_in_memory(tmp_path: Path) -> None:
+    from ranker.router import RECENT_DECISIONS
+
+    x, uplift = _synthetic(3)
+    router = TierRouter.fit(TIERS, COSTS, x, uplift)
+    log = RouterLog(tmp_path / "log.jsonl")
+    decision = router.route(x[:1])[0]
+    for i in range(RECENT_DECISIONS + 5):
+        log.record(i, x[0], decision)
+    assert len(log.decisions) == RECENT_DECISIONS
+    assert log.decisions[0]["request_id"] == 5  # the oldest five left memory
+    assert len((tmp_path / "log.jsonl").read_text().splitlines()) == RECENT_DECISIONS + 5
