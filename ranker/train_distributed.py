@@ -107,39 +107,46 @@ def train_sharded(
             source=str(plan_dir),
             hint=f"train with --devices {len(plan.devices)}",
         )
+    import tempfile
+
     ctx = mp.get_context("spawn")
-    queue = ctx.SimpleQueue()
     port = _free_port()
-    procs = [
-        ctx.Process(
-            target=_rank_main,
-            args=(
-                r,
-                world,
-                port,
-                logs_dir,
-                store_dir,
-                plan_dir,
-                roles,
-                dims,
-                config,
-                stop_s,
-                init_tables,
-                queue,
-            ),
-            name=f"adrank-train-rank{r}",
-        )
-        for r in range(world)
-    ]
-    for p in procs:
-        p.start()
-    result = queue.get()
-    for p in procs:
-        p.join(timeout=120)
-    failed = [(i, p.exitcode) for i, p in enumerate(procs) if p.exitcode != 0]
-    if isinstance(result, BaseException) or failed:
-        raise RuntimeError(f"distributed training failed: {result!r}; exit codes {failed}")
-    return result  # type: ignore[no-any-return]
+    with tempfile.TemporaryDirectory(prefix="adrank-train-") as tmp:
+        # Rank 0 writes its result to a file: tensors sent through a multiprocessing queue
+        # travel as shared-memory file descriptors, which vanish if the rank exits first.
+        out = Path(tmp) / "result.pt"
+        procs = [
+            ctx.Process(
+                target=_rank_main,
+                args=(
+                    r,
+                    world,
+                    port,
+                    logs_dir,
+                    store_dir,
+                    plan_dir,
+                    roles,
+                    dims,
+                    config,
+                    stop_s,
+                    init_tables,
+                    out,
+                ),
+                name=f"adrank-train-rank{r}",
+            )
+            for r in range(world)
+        ]
+        for p in procs:
+            p.start()
+        for p in procs:
+            p.join()
+        failed = [(i, p.exitcode) for i, p in enumerate(procs) if p.exitcode != 0]
+        if failed or not out.exists():
+            raise RuntimeError(
+                f"distributed training failed: exit codes {failed} (see the ranks' logs above)"
+            )
+        result = torch.load(out, weights_only=False)
+    return result["tables"], result["tiers"], result["steps"], result["seen"]
 
 
 def _rank_main(
@@ -154,7 +161,7 @@ def _rank_main(
     config: Any,
     stop_s: int,
     init_tables: dict[str, np.ndarray],
-    queue: Any,
+    out_path: Path,
 ) -> None:
     try:
         out = _train_rank(
@@ -170,12 +177,9 @@ def _rank_main(
             stop_s,
             init_tables,
         )
-        if rank == 0:
-            queue.put(out)
-    except BaseException as exc:  # reported to the parent, which raises
-        if rank == 0:
-            queue.put(exc)
-        raise
+        if rank == 0 and out is not None:
+            tables, tiers, steps, seen = out
+            torch.save({"tables": tables, "tiers": tiers, "steps": steps, "seen": seen}, out_path)
     finally:
         if dist.is_initialized():
             dist.barrier()
