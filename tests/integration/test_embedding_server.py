@@ -5,10 +5,7 @@ serve-embeddings`` in a subprocess with the real 2-rank sharded runtime."""
 
 from __future__ import annotations
 
-import contextlib
 import signal
-import subprocess
-import sys
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -42,8 +39,8 @@ from embed_store.local_lookup import LocalLookup
 from embed_store.pb.v1 import embeddings_pb2 as pb
 from embed_store.pb.v1 import embeddings_pb2_grpc as pb_grpc
 from embed_store.server import SERVICE_NAME, EmbeddingServer, build_server
-from tests.meta_rules import REPO
 from tests.plan_builders import feature, make_plan, mixed_plan, table
+from tests.serve_cli import ServeCli
 
 pytestmark = pytest.mark.integration
 
@@ -524,33 +521,8 @@ def test_cli_refuses_a_public_address_without_tls_before_loading(
     assert "'0.0.0.0'" in err and "requires TLS" in err
 
 
-class _Cli:
-    """``python -m adrank serve-embeddings`` in a subprocess on port 0."""
-
-    def __init__(self, tmp: Path, *args: str) -> None:
-        self.port_file = tmp / "port"
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "adrank", "serve-embeddings", "--port", "0"]
-            + ["--port-file", str(self.port_file), *args],
-            cwd=REPO,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
-        )
-        for _ in range(2400):  # up to 120 s for the interpreters to import and the ranks to load
-            if self.port_file.exists() or self.proc.poll() is not None:
-                break
-            with contextlib.suppress(subprocess.TimeoutExpired):
-                self.proc.wait(timeout=0.05)
-        if not self.port_file.exists():
-            _, err = self.stop(signal.SIGKILL)
-            raise AssertionError(f"server did not start (exit {self.proc.returncode}):\n{err}")
-        self.port = int(self.port_file.read_text())
-
-    def stop(self, sig: signal.Signals = signal.SIGTERM) -> tuple[str, str]:
-        if self.proc.poll() is None:
-            self.proc.send_signal(sig)
-        return self.proc.communicate(timeout=60)
+def _Cli(tmp: Path, *args: str) -> ServeCli:  # noqa: N802 - reads like the class it builds
+    return ServeCli(tmp, "serve-embeddings", *args)
 
 
 @pytest.mark.multiprocess

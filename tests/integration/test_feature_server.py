@@ -2,11 +2,9 @@
 back through --port-file), queried with FeatureClient, the standard health service and server
 reflection, stopped with SIGTERM; TLS with a shared token; the CLI's refusals."""
 
-import contextlib
 import shutil
 import signal
 import subprocess
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -30,7 +28,7 @@ from feature_service import (
     ingest_parquet,
 )
 from feature_service.server import SERVICE_NAME, validate_server_config
-from tests.meta_rules import REPO
+from tests.serve_cli import ServeCli
 
 pytestmark = pytest.mark.integration
 
@@ -70,34 +68,8 @@ def store(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return path
 
 
-class _Cli:
-    """``python -m adrank serve-features`` in a subprocess on port 0."""
-
-    def __init__(self, tmp: Path, *args: str) -> None:
-        self.port_file = tmp / "port"
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "adrank", "serve-features", "--port", "0"]
-            + ["--port-file", str(self.port_file), *args],
-            cwd=REPO,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
-        )
-        for _ in range(1200):  # up to 60 s for the interpreter to import and bind
-            if self.port_file.exists() or self.proc.poll() is not None:
-                break
-            with contextlib.suppress(subprocess.TimeoutExpired):
-                self.proc.wait(timeout=0.05)
-        if not self.port_file.exists():
-            out, err = self.stop()
-            raise AssertionError(f"server did not start (exit {self.proc.returncode}):\n{err}")
-        self.port = int(self.port_file.read_text())
-
-    def stop(self, sig: signal.Signals = signal.SIGTERM) -> tuple[str, str]:
-        if self.proc.poll() is None:
-            self.proc.send_signal(sig)
-        out, err = self.proc.communicate(timeout=60)
-        return out, err
+def _Cli(tmp: Path, *args: str) -> ServeCli:  # noqa: N802 - reads like the class it builds
+    return ServeCli(tmp, "serve-features", *args)
 
 
 @pytest.fixture
