@@ -35,7 +35,6 @@ import signal
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 import urllib.request
 from collections import Counter
@@ -46,7 +45,7 @@ from typing import Any
 
 import numpy as np
 
-from bench.harness import BenchResult, measure_peak_rss_bytes, percentiles_ms
+from bench.harness import BenchResult, concurrent_throughput, measure_peak_rss_bytes, percentiles_ms
 
 __all__ = ["DEFAULT_CONFIG", "SMOKE", "ReplayRequest", "held_out_requests", "run"]
 
@@ -361,32 +360,6 @@ def _replay(rank: Callable[[ReplayRequest], Any], requests: list[ReplayRequest])
     return _Replay(e2e, stages, tiers, reasons, misses)
 
 
-def _throughput(
-    rank: Callable[[ReplayRequest], Any], requests: list[ReplayRequest], threads: int
-) -> float:
-    """Requests per second with ``threads`` client threads sharing ``requests``."""
-    chunks = [requests[i::threads] for i in range(threads)]
-    errors: list[BaseException] = []
-
-    def work(chunk: list[ReplayRequest]) -> None:
-        try:
-            for r in chunk:
-                rank(r)
-        except BaseException as exc:  # reported below
-            errors.append(exc)
-
-    workers = [threading.Thread(target=work, args=(c,)) for c in chunks]
-    t0 = time.perf_counter()
-    for w in workers:
-        w.start()
-    for w in workers:
-        w.join()
-    wall = time.perf_counter() - t0
-    if errors:
-        raise errors[0]
-    return len(requests) / wall
-
-
 def _summary(replay: _Replay) -> dict[str, Any]:
     n = len(replay.e2e_s)
     out: dict[str, Any] = dict(percentiles_ms(replay.e2e_s))
@@ -476,7 +449,7 @@ def run(config: dict[str, Any], smoke: bool = False) -> BenchResult:
                     routed(r)
                 ours = _replay(routed, measured)
                 always_large = _replay(large, measured[: int(config["large_requests"])])
-                qps_concurrent = _throughput(
+                qps_concurrent = concurrent_throughput(
                     routed,
                     measured[: int(config["throughput_requests"])],
                     int(config["concurrency"]),

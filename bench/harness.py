@@ -16,7 +16,14 @@ from typing import Any
 
 import yaml
 
-__all__ = ["BenchResult", "measure_peak_rss_bytes", "run_benchmark", "percentiles_ms", "BENCHMARKS"]
+__all__ = [
+    "BENCHMARKS",
+    "BenchResult",
+    "concurrent_throughput",
+    "measure_peak_rss_bytes",
+    "percentiles_ms",
+    "run_benchmark",
+]
 
 BENCHMARKS = (
     "stats",
@@ -75,6 +82,37 @@ def percentiles_ms(samples_s: list[float]) -> dict[str, float]:
 
     a = np.asarray(samples_s, dtype=np.float64) * 1e3
     return {f"p{q}_ms": float(np.percentile(a, q)) for q in (50, 90, 99)}
+
+
+def concurrent_throughput(fn: Any, items: list[Any], threads: int) -> float:
+    """Calls per second of ``fn(item)`` over ``items`` shared by ``threads`` client threads.
+
+    Raises:
+        The first exception a call raised (after every thread finished).
+    """
+    import threading
+    import time
+
+    chunks = [items[i::threads] for i in range(threads)]
+    errors: list[BaseException] = []
+
+    def work(chunk: list[Any]) -> None:
+        try:
+            for item in chunk:
+                fn(item)
+        except BaseException as exc:  # reported below
+            errors.append(exc)
+
+    workers = [threading.Thread(target=work, args=(c,)) for c in chunks]
+    t0 = time.perf_counter()
+    for w in workers:
+        w.start()
+    for w in workers:
+        w.join()
+    wall = time.perf_counter() - t0
+    if errors:
+        raise errors[0]
+    return len(items) / wall
 
 
 def _git_sha() -> str:

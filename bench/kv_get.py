@@ -29,7 +29,6 @@ import signal
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -37,7 +36,7 @@ from typing import Any
 
 import numpy as np
 
-from bench.harness import BenchResult, measure_peak_rss_bytes, percentiles_ms
+from bench.harness import BenchResult, concurrent_throughput, measure_peak_rss_bytes, percentiles_ms
 
 __all__ = ["DEFAULT_CONFIG", "run", "feature_names", "make_tables", "make_requests"]
 
@@ -230,32 +229,6 @@ def _timed(fn: Callable[[dict[str, Any]], Any], requests: list[dict[str, Any]]) 
     return samples
 
 
-def _throughput(
-    fn: Callable[[dict[str, Any]], Any], requests: list[dict[str, Any]], threads: int
-) -> float:
-    """Calls per second with ``threads`` client threads sharing ``requests``."""
-    chunks = [requests[i::threads] for i in range(threads)]
-    errors: list[BaseException] = []
-
-    def work(chunk: list[dict[str, Any]]) -> None:
-        try:
-            for req in chunk:
-                fn(req)
-        except BaseException as exc:  # reported below
-            errors.append(exc)
-
-    workers = [threading.Thread(target=work, args=(c,)) for c in chunks]
-    t0 = time.perf_counter()
-    for w in workers:
-        w.start()
-    for w in workers:
-        w.join()
-    wall = time.perf_counter() - t0
-    if errors:
-        raise errors[0]
-    return len(requests) / wall
-
-
 def _adrank_side(
     address: str,
     requests: list[dict[str, Any]],
@@ -283,7 +256,7 @@ def _adrank_side(
         _timed(ads_only, warmup)
         combined_s = _timed(combined, requests)
         ads_only_s = _timed(ads_only, requests)
-        qps = _throughput(combined, throughput_requests, int(config["concurrency"]))
+        qps = concurrent_throughput(combined, throughput_requests, int(config["concurrency"]))
         first = combined(requests[0])
     return {
         "combined_s": combined_s,
