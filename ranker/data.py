@@ -75,6 +75,10 @@ class FeatureRoles:
         candidate_sparse: Pooled plan features, one bag per candidate.
         request_dense: Numeric request columns (``requests.parquet`` and the user group).
         candidate_dense: Numeric candidate columns (``impressions.parquet`` and the ad group).
+        candidate_from_store: Candidate sparse features read from the ad group (as of the
+            request time) rather than from the impression log, because serving reads them there:
+            training and serving then see the same values (an ad unknown to the store at that
+            time has an empty bag in both).
     """
 
     request_sparse: tuple[str, ...]
@@ -82,6 +86,7 @@ class FeatureRoles:
     candidate_sparse: tuple[str, ...]
     request_dense: tuple[str, ...]
     candidate_dense: tuple[str, ...]
+    candidate_from_store: tuple[str, ...] = ()
 
     @classmethod
     def infer(
@@ -91,6 +96,7 @@ class FeatureRoles:
         impressions_schema: pa.Schema,
         user_features: Sequence[str] = (),
         ad_features: Sequence[str] = (),
+        ad_id_features: Sequence[str] = (),
     ) -> FeatureRoles:
         """Roles from the plan and the two files' schemas (see the module docstring).
 
@@ -99,7 +105,10 @@ class FeatureRoles:
             requests_schema: Schema of ``requests.parquet``.
             impressions_schema: Schema of ``impressions.parquet``.
             user_features: Numeric features of the user group, joined as ``user__<name>``.
-            ad_features: Numeric features of the ad group, joined as ``ad__<name>``.
+            ad_features: Numeric features of the ad group, joined as ``ad__<name>``; an
+                impression column of the same name is left out (serving reads the store's).
+            ad_id_features: Integer id features of the ad group (advertiser_id, category...):
+                candidate sparse features of those names are read from the store.
 
         Raises:
             InputError: A plan feature found in neither file, or no candidate features.
@@ -139,9 +148,13 @@ class FeatureRoles:
             if n not in _NOT_DENSE
             and n not in pooling
             and n not in req_cols
+            and n not in ad_features
             and _numeric(impressions_schema.field(n).type)
         ) + tuple(f"ad__{n}" for n in ad_features)
-        return cls(request_sparse, sequences, candidate_sparse, request_dense, candidate_dense)
+        from_store = tuple(f for f in candidate_sparse if f in ad_id_features)
+        return cls(
+            request_sparse, sequences, candidate_sparse, request_dense, candidate_dense, from_store
+        )
 
 
 def _numeric(t: pa.DataType) -> bool:
@@ -232,7 +245,11 @@ def iter_request_batches(
     """
     logs = Path(logs_dir)
     user_spec = _spec(USER_GROUP, roles.request_dense, "user__")
-    ad_spec = _spec(AD_GROUP, roles.candidate_dense, "ad__")
+    ad_spec = _spec(
+        AD_GROUP,
+        roles.candidate_dense + tuple(f"ad__{f}" for f in roles.candidate_from_store),
+        "ad__",
+    )
     req_iter = iter(
         iter_joined_batches(
             store,
@@ -363,7 +380,10 @@ def _make_batch(reqs: pa.Table, imps: pa.Table, roles: FeatureRoles) -> RequestB
         request_sparse={f: _jagged(reqs.column(f)) for f in roles.request_sparse},
         sequences={f: _jagged(reqs.column(f)) for f in roles.sequences},
         request_dense=_dense(reqs, roles.request_dense),
-        candidate_sparse={f: _jagged(imps.column(f)) for f in roles.candidate_sparse},
+        candidate_sparse={
+            f: _jagged(imps.column(f"ad__{f}" if f in roles.candidate_from_store else f))
+            for f in roles.candidate_sparse
+        },
         candidate_dense=_dense(imps, roles.candidate_dense),
         candidate_request=cand_req,
         labels=np.array(pc.cast(imps.column(LABEL), pa.float32()).to_numpy(), dtype=np.float32),

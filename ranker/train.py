@@ -54,6 +54,7 @@ __all__ = [
     "TrainConfig",
     "TrainResult",
     "evaluate",
+    "infer_roles",
     "to_inputs",
     "train",
 ]
@@ -144,16 +145,28 @@ def to_inputs(emb: EmbeddedBatch, batch: RequestBatch) -> tuple[RequestInputs, C
     return req, cand
 
 
-def _group_float_features(store: FeatureStore, group: str) -> list[str]:
+def _group_features(store: FeatureStore, group: str, dtypes: tuple[Dtype, ...]) -> list[str]:
     try:
         g = store.group(group)
     except Exception:  # noqa: BLE001 - a missing group just means no joined features
         return []
-    return [
-        f.name
-        for f in g.features
-        if f.dtype in (Dtype.FLOAT32, Dtype.FLOAT64) and f.shape is Shape.SCALAR
-    ]
+    return [f.name for f in g.features if f.dtype in dtypes and f.shape is Shape.SCALAR]
+
+
+def _group_float_features(store: FeatureStore, group: str) -> list[str]:
+    return _group_features(store, group, (Dtype.FLOAT32, Dtype.FLOAT64))
+
+
+def infer_roles(logs: Path, plan: ShardPlan, store: FeatureStore) -> FeatureRoles:
+    """Column roles of these logs, plan and feature store (see :class:`FeatureRoles`)."""
+    return FeatureRoles.infer(
+        plan,
+        pq.read_schema(logs / "requests.parquet"),
+        pq.read_schema(logs / "impressions.parquet"),
+        _group_float_features(store, "user"),
+        _group_float_features(store, "ad"),
+        _group_features(store, "ad", (Dtype.INT64,)),
+    )
 
 
 def train(
@@ -185,13 +198,7 @@ def train(
         if not (logs / name).is_file():
             raise InputError(f"{name} is missing", source=str(logs), hint="run adrank synth")
     torch.manual_seed(config.seed)
-    roles = FeatureRoles.infer(
-        plan,
-        pq.read_schema(logs / "requests.parquet"),
-        pq.read_schema(logs / "impressions.parquet"),
-        _group_float_features(store, "user"),
-        _group_float_features(store, "ad"),
-    )
+    roles = infer_roles(logs, plan, store)
     eval_start = time_split(logs / "requests.parquet", config.holdout_days)
     router_start = int(eval_start - config.router_days * 86_400)
     embeddings = PlanEmbeddings(

@@ -85,16 +85,9 @@ def pipeline(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def _roles(root: Path, store: FeatureStore):  # type: ignore[no-untyped-def]
-    from ranker.data import FeatureRoles
-    from ranker.train import _group_float_features
+    from ranker.train import infer_roles
 
-    return FeatureRoles.infer(
-        read_plan(root / "plan"),
-        pq.read_schema(root / "logs" / "requests.parquet"),
-        pq.read_schema(root / "logs" / "impressions.parquet"),
-        _group_float_features(store, "user"),
-        _group_float_features(store, "ad"),
-    )
+    return infer_roles(root / "logs", read_plan(root / "plan"), store)
 
 
 def test_request_batches_cover_every_request_once_with_point_in_time_features(
@@ -108,6 +101,11 @@ def test_request_batches_cover_every_request_once_with_point_in_time_features(
         roles = _roles(pipeline, store)
         assert roles.sequences == ("user_clicked_ads", "user_clicked_categories")
         assert "ad_id" in roles.candidate_sparse and "user_id" in roles.request_sparse
+        # Ad attributes come from the ad group as of the request time, as serving reads them;
+        # the ad's dense values too (not the impression log's copies).
+        assert {"advertiser_id", "category"} <= set(roles.candidate_from_store)
+        assert "ad_id" not in roles.candidate_from_store
+        assert "bid" not in roles.candidate_dense and "ad__bid" in roles.candidate_dense
         before = list(iter_request_batches(logs, store, roles, requests_per_batch=16, stop_s=cut))
         after = list(iter_request_batches(logs, store, roles, requests_per_batch=16, start_s=cut))
     reqs = pq.read_table(logs / "requests.parquet")
@@ -136,7 +134,7 @@ def test_request_batches_cover_every_request_once_with_point_in_time_features(
 
 def test_training_tables_are_what_the_runtime_serves(pipeline: Path, tmp_path: Path) -> None:
     from embed_store import JaggedIds, LocalLookup, LookupBatch, load_remaps, open_checkpoint
-    from ranker.data import iter_request_batches
+    from ranker.data import Jagged, iter_request_batches
     from ranker.embeddings import PlanEmbeddings
     from ranker.train import TrainConfig, train
 
@@ -175,14 +173,14 @@ def test_training_tables_are_what_the_runtime_serves(pipeline: Path, tmp_path: P
         tables=tuple(dataclasses.replace(t, precision=Precision.FP32) for t in plan.tables),
     )
     runtime = LocalLookup.single_device(fp32, ckpt.read_block, load_remaps(plan, pipeline / "plan"))
-    cand = {
-        f: [[int(h)] for h in emb.hasher.hashed(f, batch.candidate_sparse[f].values)]
-        for f in roles.candidate_sparse
-    }
-    req = {
-        f: [[int(h)] for h in emb.hasher.hashed(f, batch.request_sparse[f].values)]
-        for f in roles.request_sparse
-    }
+
+    def bags(feature: str, j: Jagged) -> list[list[int]]:
+        hashed = emb.hasher.hashed(feature, j.values).tolist()
+        ends = np.cumsum(j.lengths).tolist()
+        return [hashed[e - n : e] for n, e in zip(j.lengths.tolist(), ends, strict=True)]
+
+    cand = {f: bags(f, batch.candidate_sparse[f]) for f in roles.candidate_sparse}
+    req = {f: bags(f, batch.request_sparse[f]) for f in roles.request_sparse}
     served = runtime.lookup(
         LookupBatch(
             JaggedIds.from_lists(cand),
