@@ -18,7 +18,7 @@ import numpy as np
 import torch
 
 from adrank.types import Precision
-from embed_store.layout import KernelGroup, RankLayout
+from embed_store.layout import KernelGroup, RankLayout, ShardUnit
 from embed_store.quantize import TbeTable, build_tbe
 
 __all__ = [
@@ -69,6 +69,14 @@ def split_rank_output(
     return pooled, pieces
 
 
+def _read_unit(read: BlockReader, u: ShardUnit) -> np.ndarray:
+    """The float32 block of the checkpoint a unit (one shard) holds."""
+    s = u.shard
+    return read(
+        u.table, s.row_offset, s.row_offset + s.num_rows, s.col_offset, s.col_offset + s.num_cols
+    )
+
+
 class _Fp32BagKernel:
     """A pooled group whose units are all fp32: torch's ``embedding_bag`` per (unit, feature).
 
@@ -82,13 +90,7 @@ class _Fp32BagKernel:
         self.group = group
         self.weights = []
         for u in group.units:
-            block = read(
-                u.table,
-                u.shard.row_offset,
-                u.shard.row_offset + u.shard.num_rows,
-                u.shard.col_offset,
-                u.shard.col_offset + u.shard.num_cols,
-            )
+            block = _read_unit(read, u)
             w = torch.zeros((u.shard.num_rows + 1, u.shard.num_cols), dtype=torch.float32)
             w[:-1].copy_(torch.from_numpy(np.ascontiguousarray(block, dtype=np.float32)))
             self.weights.append(w)
@@ -144,16 +146,7 @@ class _GroupKernel:
         tables = [
             TbeTable(u.label, u.shard.num_rows, u.shard.num_cols, u.precision) for u in group.units
         ]
-        weights = [
-            read(
-                u.table,
-                u.shard.row_offset,
-                u.shard.row_offset + u.shard.num_rows,
-                u.shard.col_offset,
-                u.shard.col_offset + u.shard.num_cols,
-            )
-            for u in group.units
-        ]
+        weights = [_read_unit(read, u) for u in group.units]
         self.module = build_tbe(
             tables, weights, feature_table_map=[p.unit for p in group.pairs], pooled=pooled
         )

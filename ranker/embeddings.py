@@ -33,7 +33,7 @@ from adrank.types import ShardPlan
 from embed_store.sharded_runtime import load_remaps
 from ranker.data import FeatureRoles, Jagged, RequestBatch
 
-__all__ = ["EmbeddedBatch", "FeatureHasher", "PlanEmbeddings"]
+__all__ = ["EmbeddedBatch", "FeatureHasher", "PlanEmbeddings", "table_modules"]
 
 
 class FeatureHasher:
@@ -86,6 +86,49 @@ class FeatureHasher:
         return Jagged(rows[keep], lengths)
 
 
+def table_modules(
+    plan: ShardPlan, device: torch.device
+) -> tuple[EmbeddingBagCollection, EmbeddingCollection | None]:
+    """The plan's tables as trainable fp32 TorchRec modules: an ``EmbeddingBagCollection`` of
+    the pooled tables and an ``EmbeddingCollection`` of the sequence ones (None without any).
+
+    Used by one-process training and, on the meta device, by multi-process training before
+    ``DistributedModelParallel`` shards them.
+    """
+    pooled = [t for t in plan.tables if t.pooling is not AdrankPooling.NONE]
+    seq = [t for t in plan.tables if t.pooling is AdrankPooling.NONE]
+    ebc = EmbeddingBagCollection(
+        tables=[
+            EmbeddingBagConfig(
+                name=t.name,
+                embedding_dim=t.dim,
+                num_embeddings=t.num_rows,
+                feature_names=[f.name for f in t.features],
+                pooling=PoolingType.MEAN if t.pooling is AdrankPooling.MEAN else PoolingType.SUM,
+            )
+            for t in pooled
+        ],
+        device=device,
+    )
+    ec = (
+        EmbeddingCollection(
+            tables=[
+                EmbeddingConfig(
+                    name=t.name,
+                    embedding_dim=t.dim,
+                    num_embeddings=t.num_rows,
+                    feature_names=[f.name for f in t.features],
+                )
+                for t in seq
+            ],
+            device=device,
+        )
+        if seq
+        else None
+    )
+    return ebc, ec
+
+
 @dataclasses.dataclass(frozen=True, slots=True)
 class EmbeddedBatch:
     """A batch's embeddings, ready for :mod:`ranker.inputs`.
@@ -132,39 +175,8 @@ class PlanEmbeddings(nn.Module):
         self.roles = roles
         self.hasher = FeatureHasher(plan, plan_dir)
         self.max_sequence_len = max_sequence_len
+        self.ebc, self.ec = table_modules(plan, torch.device("cpu"))
         pooled = [t for t in plan.tables if t.pooling is not AdrankPooling.NONE]
-        seq = [t for t in plan.tables if t.pooling is AdrankPooling.NONE]
-        self.ebc = EmbeddingBagCollection(
-            tables=[
-                EmbeddingBagConfig(
-                    name=t.name,
-                    embedding_dim=t.dim,
-                    num_embeddings=t.num_rows,
-                    feature_names=[f.name for f in t.features],
-                    pooling=PoolingType.MEAN
-                    if t.pooling is AdrankPooling.MEAN
-                    else PoolingType.SUM,
-                )
-                for t in pooled
-            ],
-            device=torch.device("cpu"),
-        )
-        self.ec = (
-            EmbeddingCollection(
-                tables=[
-                    EmbeddingConfig(
-                        name=t.name,
-                        embedding_dim=t.dim,
-                        num_embeddings=t.num_rows,
-                        feature_names=[f.name for f in t.features],
-                    )
-                    for t in seq
-                ],
-                device=torch.device("cpu"),
-            )
-            if seq
-            else None
-        )
         gen = torch.Generator().manual_seed(seed)
         with torch.no_grad():
             for t in plan.tables:

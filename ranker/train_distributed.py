@@ -12,6 +12,7 @@ the calling process (:func:`ranker.train.train`).
 
 from __future__ import annotations
 
+import dataclasses
 import datetime
 import gc
 import os
@@ -24,8 +25,6 @@ import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
 from torch import nn
-from torchrec.modules.embedding_configs import EmbeddingConfig
-from torchrec.modules.embedding_modules import EmbeddingBagCollection, EmbeddingCollection
 from torchrec.sparse.jagged_tensor import KeyedJaggedTensor
 
 from adrank.errors import InputError
@@ -43,28 +42,9 @@ class _Tables(nn.Module):
 
     def __init__(self, plan: ShardPlan, device: torch.device) -> None:
         super().__init__()
-        from embed_store.torchrec_plan import embedding_bag_configs
+        from ranker.embeddings import table_modules
 
-        pooled = [t for t in plan.tables if t.pooling is not PoolingType.NONE]
-        seq = [t for t in plan.tables if t.pooling is PoolingType.NONE]
-        pooled_plan = _with_tables(plan, pooled)
-        self.ebc = EmbeddingBagCollection(tables=embedding_bag_configs(pooled_plan), device=device)
-        self.ec = (
-            EmbeddingCollection(
-                tables=[
-                    EmbeddingConfig(
-                        name=t.name,
-                        embedding_dim=t.dim,
-                        num_embeddings=t.num_rows,
-                        feature_names=[f.name for f in t.features],
-                    )
-                    for t in seq
-                ],
-                device=device,
-            )
-            if seq
-            else None
-        )
+        self.ebc, self.ec = table_modules(plan, device)
 
     def forward(
         self, pooled: KeyedJaggedTensor, sequences: KeyedJaggedTensor | None
@@ -72,16 +52,26 @@ class _Tables(nn.Module):
         return self.ebc(pooled), (self.ec(sequences) if self.ec is not None else None)
 
 
-def _with_tables(plan: ShardPlan, tables: list[Any]) -> ShardPlan:
-    import dataclasses
-
-    return dataclasses.replace(plan, tables=tuple(tables))
-
-
 def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
+
+
+@dataclasses.dataclass(frozen=True)
+class _Job:
+    """What every rank needs (pickled to the spawned processes)."""
+
+    world: int
+    port: int
+    logs_dir: Path
+    store_dir: Path
+    plan_dir: Path
+    roles: Any
+    dims: dict[Any, Any]
+    config: Any
+    stop_s: int
+    init_tables: dict[str, np.ndarray]
 
 
 def train_sharded(
@@ -110,7 +100,18 @@ def train_sharded(
     import tempfile
 
     ctx = mp.get_context("spawn")
-    port = _free_port()
+    job = _Job(
+        world,
+        _free_port(),
+        logs_dir,
+        store_dir,
+        plan_dir,
+        roles,
+        dims,
+        config,
+        stop_s,
+        init_tables,
+    )
     with tempfile.TemporaryDirectory(prefix="adrank-train-") as tmp:
         # Rank 0 writes its result to a file: tensors sent through a multiprocessing queue
         # travel as shared-memory file descriptors, which vanish if the rank exits first.
@@ -118,20 +119,7 @@ def train_sharded(
         procs = [
             ctx.Process(
                 target=_rank_main,
-                args=(
-                    r,
-                    world,
-                    port,
-                    logs_dir,
-                    store_dir,
-                    plan_dir,
-                    roles,
-                    dims,
-                    config,
-                    stop_s,
-                    init_tables,
-                    out,
-                ),
+                args=(r, job, out),
                 name=f"adrank-train-rank{r}",
             )
             for r in range(world)
@@ -149,34 +137,9 @@ def train_sharded(
     return result["tables"], result["tiers"], result["steps"], result["seen"]
 
 
-def _rank_main(
-    rank: int,
-    world: int,
-    port: int,
-    logs_dir: Path,
-    store_dir: Path,
-    plan_dir: Path,
-    roles: Any,
-    dims: dict[Any, Any],
-    config: Any,
-    stop_s: int,
-    init_tables: dict[str, np.ndarray],
-    out_path: Path,
-) -> None:
+def _rank_main(rank: int, job: _Job, out_path: Path) -> None:
     try:
-        out = _train_rank(
-            rank,
-            world,
-            port,
-            logs_dir,
-            store_dir,
-            plan_dir,
-            roles,
-            dims,
-            config,
-            stop_s,
-            init_tables,
-        )
+        out = _train_rank(rank, job)
         if rank == 0 and out is not None:
             tables, tiers, steps, seen = out
             torch.save({"tables": tables, "tiers": tiers, "steps": steps, "seen": seen}, out_path)
@@ -188,17 +151,7 @@ def _rank_main(
 
 
 def _train_rank(
-    rank: int,
-    world: int,
-    port: int,
-    logs_dir: Path,
-    store_dir: Path,
-    plan_dir: Path,
-    roles: Any,
-    dims: dict[Any, Any],
-    config: Any,
-    stop_s: int,
-    init_tables: dict[str, np.ndarray],
+    rank: int, job: _Job
 ) -> tuple[dict[str, np.ndarray], dict[str, Any], int, int] | None:
     import warnings
 
@@ -215,6 +168,14 @@ def _train_rank(
     from ranker.tiers import build_tier
     from ranker.train import TIERS, to_inputs
 
+    world, port, logs_dir, store_dir, plan_dir = (
+        job.world,
+        job.port,
+        job.logs_dir,
+        job.store_dir,
+        job.plan_dir,
+    )
+    roles, dims, config, stop_s = job.roles, job.dims, job.config, job.stop_s
     # TorchRec 1.8 calls torch.distributed functions torch 2.13 deprecates; not ours to fix.
     warnings.filterwarnings(
         "ignore", message=r".*is deprecated\. Please use", category=FutureWarning
@@ -253,7 +214,7 @@ def _train_rank(
             EmbeddingCollectionSharder(fused_params=fused),
         ],
     )
-    _load_tables(model, init_tables)
+    _load_tables(model, job.init_tables)
     tiers = {name: build_tier(name, dims[name]) for name in TIERS}
     dense = [p for t in tiers.values() for p in t.parameters()]
     for p in dense:  # same start on every rank
