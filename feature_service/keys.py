@@ -19,8 +19,8 @@ the same 9-byte entity prefix is the newest version with ``event <= t``, ties br
 ``created``. The ``latest:<group>`` column family holds one row per entity under the 9-byte key
 ``[ver][entity]`` with a copy of the entity's newest version, so "latest" reads are one multi_get.
 
-Meta rows (column family ``meta``): ``[ver][tag u8][utf-8 text...]``, see :func:`group_def_key` and
-:func:`checkpoint_key`.
+Meta rows (column family ``meta``): ``[ver][tag u8][utf-8 text...]``, see :func:`group_def_key`,
+:func:`checkpoint_key` and :func:`group_generation_key`.
 """
 
 from __future__ import annotations
@@ -46,6 +46,7 @@ __all__ = [
     "group_def_prefix",
     "checkpoint_key",
     "checkpoint_prefix",
+    "group_generation_key",
     "store_marker_key",
 ]
 
@@ -71,6 +72,7 @@ _LATEST_DTYPE = np.dtype([("ver", "u1"), ("entity", ">u8")])
 _TAG_STORE = 0x00
 _TAG_GROUP = 0x01
 _TAG_CHECKPOINT = 0x02
+_TAG_GENERATION = 0x03
 
 
 def _as_i64(a: np.ndarray | Sequence[int] | int, n: int | None = None) -> np.ndarray:
@@ -203,3 +205,8 @@ def checkpoint_prefix(group: str) -> bytes:
 def checkpoint_key(group: str, ingest_id: str) -> bytes:
     """Meta key of one ingest's checkpoint."""
     return checkpoint_prefix(group) + ingest_id.encode("utf-8")
+
+
+def group_generation_key(group: str) -> bytes:
+    """Meta key of a group's generation: a random token rewritten by every write to the group."""
+    return bytes([KEY_FORMAT_VERSION, _TAG_GENERATION]) + group.encode("utf-8")

@@ -36,9 +36,11 @@ How it runs (bounded memory, two paths chosen per group):
 * Seek path (:mod:`feature_service.pit_seek`): per batch, queries sorted by (entity, time) are read
   with one iterator and monotone seeks (~6-8 us each with the decode) and put back in input
   order.
-* Snapshots (:mod:`feature_service.pit_snapshot`, opt-in with ``snapshot_dir``): scanned groups
-  are also written as ``.npy`` files validated by the store's RocksDB identity and sequence number;
-  a later join of the unchanged store, in any process, loads them instead of scanning.
+* Snapshots (:mod:`feature_service.pit_snapshot`): ``.npy`` copies of a group's versions, valid
+  while the group's generation (replaced by every write to it) is unchanged. The store's writers
+  keep its own snapshots current (bulk ingest refreshes the groups it wrote), so a join in a new
+  process reads files instead of scanning; with ``snapshot_dir``, the groups a join scans are also
+  written there for later joins.
 * ``JoinStrategy.AUTO`` scans a group when reading all of its versions is cheaper than seeking once
   per example still to join (the total row count is known for parquet files and tables; for a
   stream, it switches to the scan once the rows seen so far would have paid for it).
@@ -68,7 +70,7 @@ from adrank.errors import AdrankError, InputError, NotFoundError
 from adrank.formats import atomic_path
 from adrank.hashing import id_keys_from_arrow
 from feature_service.pit_seek import seek_as_of
-from feature_service.pit_snapshot import load_snapshot, save_snapshot, store_sequence
+from feature_service.pit_snapshot import load_snapshot, save_snapshot, store_snapshot_dir
 from feature_service.pit_versions import (
     GroupVersions,
     MatchReason,
@@ -119,6 +121,7 @@ rounding down)."""
 # Cost model of JoinStrategy.AUTO, in microseconds, measured on a 2-core machine (rocksdict 0.3):
 # a sequential scan reads and decodes a version in ~1 us, a seek and its decode take ~6-8 us.
 _SCAN_US_PER_VERSION = 1.0
+_SNAPSHOT_US_PER_VERSION = 0.1  # loading .npy files (page cache or a fast disk)
 _SEEK_US_PER_ROW = 7.0
 
 _TS_US = pa.timestamp("us", tz="UTC")
@@ -237,21 +240,25 @@ class VersionCache:
     """Decoded group versions kept across batches and across joins, within a byte budget.
 
     Pass one cache to several joins (e.g. one per training epoch) to scan each group once. An entry
-    is reused only while the store's RocksDB sequence number is unchanged (any write invalidates
-    it) and its group schema is the same. With a ``directory``, every group scanned is also written
-    there as a snapshot (:mod:`feature_service.pit_snapshot`), and a cache that misses loads a
-    valid snapshot instead of scanning: a new process joining an unchanged store reads files
-    instead of RocksDB. Thread-safe: entries are immutable and the index is guarded by a lock.
+    is reused only while its group's generation is unchanged (any write to the group invalidates
+    it) and its group schema is the same. A cache that misses loads a valid snapshot instead of
+    scanning: first from ``directory``, then from the store's own snapshots (kept current by its
+    writers, see :mod:`feature_service.pit_snapshot`). With a ``directory``, every group scanned is
+    also written there. Thread-safe: entries are immutable and the index is guarded by a lock.
 
     Args:
         budget_bytes: Most bytes of decoded versions held at once (all groups together).
         directory: Snapshot directory (created on first write), or None for memory only.
+        store_snapshots: Load the store's own snapshots when current (False: scan RocksDB instead,
+            e.g. to measure the scan).
     """
 
     def __init__(
         self,
         budget_bytes: int = DEFAULT_JOIN_MEMORY_BYTES,
         directory: str | os.PathLike[str] | None = None,
+        *,
+        store_snapshots: bool = True,
     ) -> None:
         if budget_bytes < 0:
             raise InputError(
@@ -265,6 +272,7 @@ class VersionCache:
             )
         self.budget_bytes = int(budget_bytes)
         self.directory = None if directory is None else Path(directory)
+        self.store_snapshots = store_snapshots
         self._entries: dict[tuple[str, str], GroupVersions] = {}
         self._lock = threading.Lock()
 
@@ -288,16 +296,21 @@ class VersionCache:
         return self.lookup(store, group, features)[0]
 
     def lookup(
-        self, store: FeatureStore, group: str, features: Sequence[str]
+        self,
+        store: FeatureStore,
+        group: str,
+        features: Sequence[str],
+        *,
+        snapshots: bool = True,
     ) -> tuple[GroupVersions | None, str]:
         """:meth:`get`, also saying where the copy came from: ``memory``, ``snapshot`` or ``""``
-        (none)."""
+        (none). ``snapshots=False`` looks in memory only."""
         key = (store.path, group)
         with self._lock:
             entry = self._entries.get(key)
         if entry is not None:
             if (
-                entry.sequence == store_sequence(store)
+                entry.generation == store.generation(group)
                 and entry.group == store.group(group)
                 and set(features) <= set(entry.features)
             ):
@@ -305,12 +318,14 @@ class VersionCache:
             with self._lock:
                 if self._entries.get(key) is entry:
                     del self._entries[key]
-        if self.directory is None:
-            return None, ""
-        loaded = load_snapshot(self.directory, store, group, tuple(features))
-        if loaded is None or not self._keep(key, loaded):
-            return None, ""
-        return loaded, "snapshot"
+        own = store_snapshot_dir(store) if self.store_snapshots else None
+        for directory in (self.directory, own):
+            if directory is None or not snapshots:
+                continue
+            loaded = load_snapshot(directory, store, group, tuple(features))
+            if loaded is not None:
+                return (loaded, "snapshot") if self._keep(key, loaded) else (None, "")
+        return None, ""
 
     def put(self, store: FeatureStore, versions: GroupVersions) -> bool:
         """Keep ``versions`` if they fit the remaining budget (and write their snapshot when the
@@ -649,6 +664,10 @@ class _Joiner:
     # -- strategy
 
     def _want_scan(self, group: str, rows_ahead: int) -> bool:
+        return self._worth_reading_all(group, rows_ahead, _SCAN_US_PER_VERSION)
+
+    def _worth_reading_all(self, group: str, rows_ahead: int, us_per_version: float) -> bool:
+        """Reading every version of ``group`` at ``us_per_version`` beats seeking per example."""
         if self.strategy is JoinStrategy.SEEK:
             return False
         if self.strategy is JoinStrategy.SCAN:
@@ -656,7 +675,7 @@ class _Joiner:
         v = self.num_versions.get(group)
         if v is None:
             v = self.num_versions[group] = estimate_versions(self.store, group)
-        return v * _SCAN_US_PER_VERSION <= rows_ahead * _SEEK_US_PER_ROW
+        return v * us_per_version <= rows_ahead * _SEEK_US_PER_ROW
 
     def _plan(self, rows_ahead: int) -> None:
         """Load (scan, or reuse from the cache or a snapshot) every undecided group worth it."""
@@ -665,7 +684,8 @@ class _Joiner:
         for group, feats in self.features_by_group.items():
             if group in self.versions:
                 continue
-            cached, source = self.cache.lookup(self.store, group, feats)
+            load = self._worth_reading_all(group, rows_ahead, _SNAPSHOT_US_PER_VERSION)
+            cached, source = self.cache.lookup(self.store, group, feats, snapshots=load)
             if cached is not None:
                 self.versions[group] = cached
                 self.sources[group] = source

@@ -1,22 +1,29 @@
-"""On-disk snapshots of scanned group versions, so a new process joins an unchanged store without
-scanning it again.
+"""On-disk snapshots of scanned group versions, so a join reads files instead of scanning RocksDB.
 
 Scanning a group from RocksDB costs ~0.7-1 us per version (the binding builds a Python object per
 key and per value); loading the same :class:`~feature_service.pit_versions.GroupVersions` from
-``.npy`` files costs the file read (~65 MB per million versions of four scalar features). Training
-re-joins the same store many times (epochs, sweeps, each often a new process), so a join given a
-snapshot directory writes each group it scans there and later joins load it instead.
+``.npy`` files costs the file read (~65 MB per million versions of four scalar features).
+
+Two places hold snapshots:
+
+* The store's own ``scan-snapshots/`` directory, which writers keep current: bulk ingest refreshes
+  the snapshot of every group it wrote (:func:`refresh_store_snapshot`, one scan after the last
+  batch), so the first join after an ingest, in any process, reads it. Readers never write there.
+* A directory a join is given (:class:`~feature_service.pit_join.VersionCache`): each group the
+  join scans is written there, for later joins (epochs, sweeps) of a store whose writers do not
+  refresh snapshots.
 
 Validity: a snapshot records the store's RocksDB identity (the ``IDENTITY`` file, unique per
-database), its sequence number at the scan and the group's definition. It is used only when all
-three still match: any write to the store (ingest, compaction deletes) raises the sequence number
-and invalidates every snapshot of that store. A snapshot that cannot be read or does not match is
-ignored (and replaced after the rescan); a failed write is logged and the join goes on: snapshots
-only save time and never change results.
+database), the group's generation at the scan (:meth:`FeatureStore.generation`, replaced by every
+write to that group in the same atomic batch) and the group's definition. It is used only when all
+three still match, so a write to the group (ingest, compaction deletes) invalidates it and writes
+to other groups do not. A snapshot that cannot be read or does not match is ignored (the join
+scans); a failed write is logged and the caller goes on: snapshots only save time and never change
+results.
 
 Layout: ``<directory>/<store identity>/<group>/`` holding ``meta.json`` (``kind``
-``adrank.pit_versions``, format version, identity, sequence, group, features, record dtype) and one
-``.npy`` per array (never pickle), written to a temporary directory and renamed into place.
+``adrank.pit_versions``, format version, identity, generation, group, features) and one ``.npy``
+per array (never pickle), written to a temporary directory and renamed into place.
 """
 
 from __future__ import annotations
@@ -30,7 +37,11 @@ import numpy as np
 
 from adrank.errors import AdrankError
 from adrank.formats import atomic_dir, read_json_document, write_json_document
-from feature_service.pit_versions import GroupVersions, record_dtype, store_errors
+from feature_service.pit_versions import (
+    GroupVersions,
+    record_dtype,
+    scan_group_versions,
+)
 from feature_service.schema import group_from_json, group_to_json
 from feature_service.store import FeatureStore
 from feature_service.types import FeatureColumn
@@ -38,16 +49,24 @@ from feature_service.types import FeatureColumn
 __all__ = [
     "SNAPSHOT_KIND",
     "SNAPSHOT_FORMAT_VERSION",
+    "DEFAULT_REFRESH_BUDGET_BYTES",
+    "STORE_SNAPSHOT_DIR",
     "store_identity",
-    "store_sequence",
+    "store_snapshot_dir",
     "load_snapshot",
     "save_snapshot",
+    "refresh_store_snapshot",
 ]
 
 logger = logging.getLogger(__name__)
 
 SNAPSHOT_KIND = "adrank.pit_versions"
-SNAPSHOT_FORMAT_VERSION = 1
+SNAPSHOT_FORMAT_VERSION = 2
+"""2: validity by the group's generation (1 used the store-wide RocksDB sequence number)."""
+DEFAULT_REFRESH_BUDGET_BYTES = 2 << 30
+"""Largest group (decoded bytes) :func:`refresh_store_snapshot` snapshots by default (2 GiB)."""
+STORE_SNAPSHOT_DIR = "scan-snapshots"
+"""Name of the store's own snapshot directory, inside the store directory (RocksDB ignores it)."""
 _ARRAYS = ("entity_keys", "starts", "event_us", "created_us", "records", "table")
 
 
@@ -61,10 +80,9 @@ def store_identity(store: FeatureStore) -> str | None:
     return text if text and all(c.isalnum() or c == "-" for c in text) else None
 
 
-def store_sequence(store: FeatureStore) -> int:
-    """The store's RocksDB sequence number (raised by every write)."""
-    with store_errors("read the store's sequence number", store.path):
-        return int(store._require_open().latest_sequence_number())
+def store_snapshot_dir(store: FeatureStore) -> Path:
+    """The store's own snapshot directory (kept current by its writers)."""
+    return Path(store.path) / STORE_SNAPSHOT_DIR
 
 
 def _snapshot_dir(directory: Path, identity: str, group: str) -> Path:
@@ -101,7 +119,7 @@ def load_snapshot(
         stored_group = group_from_json(doc["group"])
         if (
             doc["identity"] != identity
-            or int(doc["sequence"]) != store_sequence(store)
+            or str(doc["generation"]) != store.generation(group)
             or stored_group != store.group(group)
             or not set(features) <= set(doc["features"])
         ):
@@ -132,7 +150,7 @@ def load_snapshot(
             created_us=arrays["created_us"],
             records=arrays["records"],
             var_columns=var,
-            sequence=int(doc["sequence"]),
+            generation=str(doc["generation"]),
             table=arrays["table"],
         )
         _check(versions)
@@ -214,7 +232,7 @@ def save_snapshot(directory: str | Path, store: FeatureStore, versions: GroupVer
                 SNAPSHOT_FORMAT_VERSION,
                 {
                     "identity": identity,
-                    "sequence": versions.sequence,
+                    "generation": versions.generation,
                     "group": group_to_json(versions.group),
                     "features": list(versions.features),
                     "num_versions": versions.num_versions,
@@ -233,3 +251,51 @@ def save_snapshot(directory: str | Path, store: FeatureStore, versions: GroupVer
         time.perf_counter() - start,
     )
     return True
+
+
+def refresh_store_snapshot(
+    store: FeatureStore, group: str, *, budget_bytes: int = DEFAULT_REFRESH_BUDGET_BYTES
+) -> str:
+    """Make the store's own snapshot of ``group`` (:func:`store_snapshot_dir`) current: writers call
+    this after they change the group.
+
+    A current snapshot is left as it is. Otherwise every feature of the group is scanned (~1 us per
+    version, the decoded size in memory for the duration) and written; a group larger than
+    ``budget_bytes`` decoded is not snapshotted (logged), and its joins scan RocksDB.
+
+    Returns:
+        ``"current"``, ``"written"``, ``"skipped"`` (never written, or over budget) or ``"failed"``
+        (the write failed; logged).
+
+    Raises:
+        NotFoundError: Unknown group.
+        StoreError: RocksDB failed or a stored version is corrupt.
+    """
+    generation = store.generation(group)
+    if not generation:
+        return "skipped"  # never written: nothing to snapshot
+    directory = store_snapshot_dir(store)
+    identity = store_identity(store)
+    if identity is not None:
+        meta = _snapshot_dir(directory, identity, group) / "meta.json"
+        try:
+            doc = read_json_document(meta, SNAPSHOT_KIND, (SNAPSHOT_FORMAT_VERSION,))
+            current = (
+                doc["generation"] == generation
+                and group_from_json(doc["group"]) == store.group(group)
+                and set(doc["features"]) >= set(store.group(group).feature_names)
+            )
+        except (AdrankError, OSError, ValueError, KeyError, TypeError):
+            current = False  # absent or unreadable: rewrite it
+        if current:
+            return "current"
+    g = store.group(group)
+    versions = scan_group_versions(store, group, g.feature_names, budget_bytes=budget_bytes)
+    if versions is None:
+        logger.info(
+            "group %s exceeds %d bytes decoded; no scan snapshot (joins will scan RocksDB)",
+            group,
+            budget_bytes,
+        )
+        return "skipped"
+    return "written" if save_snapshot(directory, store, versions) else "failed"

@@ -164,8 +164,8 @@ class GroupVersions:
         records: Structured array, one record per version: ``event`` and, per fixed-width feature
             i (its position in ``features``), its value ``v<i>`` and validity ``m<i>``.
         var_columns: Variable-width features (lists, strings), one row per version.
-        sequence: RocksDB sequence number of the store when the scan began; a cache reuses the
-            copy only while the store's sequence number is unchanged.
+        generation: The group's generation (:meth:`FeatureStore.generation`) when the scan began; a
+            cache or snapshot reuses the copy only while the group's generation is unchanged.
         table: Open-addressing hash table from entity key to its version rows, shape
             ``(capacity, 3)`` of ``(key, start, end)`` with ``start == -1`` for an empty slot;
             capacity is a power of two at least twice the entities, so a lookup costs about one
@@ -180,7 +180,7 @@ class GroupVersions:
     created_us: np.ndarray
     records: np.ndarray
     var_columns: Mapping[str, FeatureColumn]
-    sequence: int
+    generation: str
     table: np.ndarray
 
     @property
@@ -283,7 +283,7 @@ def scan_group_versions(
         _concat(parts.event, np.int64),
         _concat(parts.created, np.int64),
         {s.name: concat_columns(s, parts.columns[s.name]) for s in specs},
-        parts.sequence,
+        parts.generation,
     )
     logger.info(
         "scanned group %s: %d versions of %d entities, %.1f MB in memory, in %.2f s",
@@ -302,7 +302,7 @@ class _ScanRaced(Exception):
 
 @dataclass(slots=True)
 class _Parts:
-    sequence: int
+    generation: str
     entity: list[np.ndarray]
     event: list[np.ndarray]
     created: list[np.ndarray]
@@ -327,10 +327,11 @@ def _scan_chunks(
     """
     path = store.path
     names = [s.name for s in specs]
-    parts = _Parts(0, [], [], [], {n: [] for n in names})
+    # Read before the scan: a write during it changes the generation, so the copy is never reused
+    # as current for data it may not hold.
+    parts = _Parts(store.generation(group), [], [], [], {n: [] for n in names})
     held = 0
     with store_errors(f"scan group {group!r}", path):
-        parts.sequence = int(store._require_open().latest_sequence_number())
         key_iter = iter(cf.keys())
         value_iter = iter(cf.values())
         while True:
@@ -376,7 +377,7 @@ def build_versions(
     event_us: np.ndarray,
     created_us: np.ndarray,
     columns: Mapping[str, FeatureColumn],
-    sequence: int,
+    generation: str,
 ) -> GroupVersions:
     """Assemble :class:`GroupVersions` from per-version arrays in the store's key order (entity
     ascending, then event and created descending): pack the records, build the hash table."""
@@ -402,7 +403,7 @@ def build_versions(
         created_us=np.ascontiguousarray(created_us, dtype=np.int64),
         records=records,
         var_columns=var,
-        sequence=sequence,
+        generation=generation,
         table=_build_table(uniq, starts),
     )
 

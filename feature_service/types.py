@@ -378,12 +378,18 @@ class IngestReport:
     Args:
         group: The group as stored after the run.
         files: One report per input file, in input order.
-        elapsed_s: Wall time of the run in seconds.
+        elapsed_s: Wall time of the run in seconds (including the snapshot refresh).
+        snapshot: The store's scan snapshot of the group after the run: ``"written"`` (refreshed
+            by this run), ``"current"`` (already current), ``"skipped"`` (not asked for, or the
+            group is over the refresh budget) or ``"failed"`` (could not be written; logged).
+        snapshot_s: Seconds spent refreshing it.
     """
 
     group: FeatureGroup
     files: tuple[FileIngestReport, ...]
     elapsed_s: float = 0.0
+    snapshot: str = "skipped"
+    snapshot_s: float = 0.0
 
     @property
     def rows_written(self) -> int:

@@ -42,6 +42,7 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
                 timestamp_column="event_ts",
                 created_column="created_ts",
                 ttl_s=ttl,
+                scan_snapshot=False,  # these tests exercise the RocksDB scan and --snapshot-dir
             )
     return logs / "impressions.parquet", store
 

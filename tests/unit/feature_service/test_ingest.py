@@ -94,6 +94,9 @@ def test_rerunning_an_ingest_skips_it_and_counts_nothing_twice(
     assert ingest(store, [copy]).rows_written == 0
     (s,) = store.stats()
     assert (s.entities, s.versions) == (1000, 1000)
+    # The first run wrote the group's scan snapshot; the re-runs wrote nothing and left it current.
+    assert (first.snapshot, second.snapshot) == ("written", "current")
+    assert ingest(store, [copy], scan_snapshot=False).snapshot == "skipped"
 
 
 class _Crash(Exception):
@@ -124,6 +127,7 @@ def test_an_interrupted_ingest_resumes_exactly_after_its_last_committed_batch(
     assert cp.rows_written + cp.rows_rejected == sum(seen)  # batches end at row groups too
     assert store.stats()[0].versions == cp.rows_written
     resumed = ingest(store, [f], batch_rows=resume_batch_rows)
+    assert resumed.snapshot == "written"  # the interrupted run never wrote it
     (r,) = resumed.files
     assert r.rows_written + cp.rows_written == 997
     assert (r.total_rows_written, r.total_rows_rejected) == (997, 3)

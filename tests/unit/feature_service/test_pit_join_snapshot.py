@@ -78,7 +78,7 @@ def test_snapshot_is_reused_by_a_new_cache_and_invalidated_by_a_write(
         assert report.groups[0].strategy == "snapshot" and again.equals(first)
         assert first.column("g__x").to_pylist() == [0.5, 1.0, None, 0.0, None]  # c expired
     with FeatureStore.open(tmp_path / "s") as store:
-        write(store, ["c"], [95], 10)  # any write invalidates the store's snapshots
+        write(store, ["c"], [95], 10)  # a write to the group invalidates its snapshots
         after, report = join(store, VersionCache(directory=snaps))
         assert report.groups[0].versions_scanned == 5 and report.groups[0].strategy == "scan"
         assert after.column("g__x").to_pylist() == [0.5, 1.0, 5.0, 0.0, None]
@@ -109,3 +109,59 @@ def test_snapshot_directory_and_cache_arguments_are_checked(tmp_path: Path) -> N
                 cache=VersionCache(),
                 snapshot_dir=tmp_path / "snaps",
             )
+
+
+OTHER = FeatureGroup("h", "thing", EntityIdKind.STRING, (FeatureSpec("y", Dtype.FLOAT64),))
+
+
+def test_the_generation_changes_with_writes_to_its_group_only(tmp_path: Path) -> None:
+    with FeatureStore.open(tmp_path / "s") as store:
+        store.register_group(GROUP)
+        store.register_group(OTHER)
+        assert store.generation("g") == ""  # never written
+        write(store, ["a", "a"], [10, 60], 0)
+        g1 = store.generation("g")
+        assert len(g1) == 32
+        y = columns_from_arrow(pa.table({"y": [1.0]}), OTHER, "t")
+        store.write("h", ["a"], np.array([10 * S]), y)
+        assert store.generation("g") == g1  # another group's write leaves it
+        write(store, ["b"], [20], 2)
+        g2 = store.generation("g")
+        assert g2 not in ("", g1)
+        store.compact(now_us=1_000 * S)  # deletes a@10: expired (TTL 50 s) and not a's newest
+        assert store.generation("g") not in (g1, g2)
+        g3 = store.generation("g")
+        store.compact(now_us=1_000 * S)  # nothing left to delete: unchanged
+        assert store.generation("g") == g3
+
+
+def test_refresh_writes_the_stores_own_snapshot_that_a_new_process_loads(
+    tmp_path: Path,
+) -> None:
+    from feature_service.pit_snapshot import refresh_store_snapshot, store_snapshot_dir
+
+    with FeatureStore.open(tmp_path / "s") as store:
+        store.register_group(GROUP)
+        store.register_group(OTHER)
+        assert refresh_store_snapshot(store, "g") == "skipped"  # nothing written yet
+        write(store, ["a", "a", "b", "c"], [10, 60, 90, 20], 0)
+        scanned, _r = join(store, VersionCache())
+        assert refresh_store_snapshot(store, "g") == "written"
+        assert refresh_store_snapshot(store, "g") == "current"
+        assert list(store_snapshot_dir(store).glob("*/g/meta.json"))
+    with FeatureStore.open(tmp_path / "s", read_only=True) as store:
+        loaded, report = join(store, VersionCache())  # no directory: the store's own snapshot
+        assert report.groups[0].strategy == "snapshot" and report.groups[0].versions_scanned == 0
+        assert loaded.equals(scanned)
+    with FeatureStore.open(tmp_path / "s") as store:
+        y = columns_from_arrow(pa.table({"y": [1.0]}), OTHER, "t")
+        store.write("h", ["a"], np.array([10 * S]), y)
+        _t, report = join(store, VersionCache())
+        assert report.groups[0].strategy == "snapshot"  # still current: another group changed
+        write(store, ["c"], [95], 10)
+        after, report = join(store, VersionCache())
+        assert report.groups[0].strategy == "scan"  # stale: the group changed since
+        assert after.column("g__x").to_pylist() == [0.5, 1.0, 5.0, 0.0, None]
+        assert refresh_store_snapshot(store, "g") == "written"
+        again, report = join(store, VersionCache())
+        assert report.groups[0].strategy == "snapshot" and again.equals(after)

@@ -397,21 +397,15 @@ def test_a_rocksdb_that_is_not_a_feature_store_is_refused(tmp_path: Path) -> Non
 
 
 def test_a_corrupt_value_is_a_store_error(tmp_path: Path) -> None:
-    from rocksdict import Options, Rdict
-
     from feature_service.keys import latest_keys
 
     path = str(tmp_path / "s")
     with FeatureStore.open(path) as store:
         store.register_group(group())
         write(store, "ads", [(1, S, 0, 7)])
-    opts = Options(raw_mode=True)
-    db = Rdict(path, opts, column_families={n: Options(raw_mode=True) for n in Rdict.list_cf(path)})
-    cf = db.get_column_family("latest:ads")
-    cf.put(latest_keys([1])[0], b"\x01garbage")
-    del cf
-    db.close()
-    del db
+        # Damage the latest row below the store's API (the family's table format needs the
+        # store's own options, so go through its handle).
+        store._handles("ads").latest.put(latest_keys([1])[0], b"\x01garbage")
     with FeatureStore.open(path) as store, pytest.raises(StoreError, match="corrupt"):
         store.get_latest("ads", [1])
 
@@ -423,3 +417,25 @@ def test_checkpoints_commit_with_the_rows(store: FeatureStore) -> None:
     assert store.checkpoint("ads", "sha256:abc") == cp
     assert store.checkpoint("ads", "sha256:other") is None
     assert store.checkpoints("ads") == (cp,)
+
+
+def test_a_store_of_another_format_is_refused_by_name_before_rocksdb_opens_it(
+    tmp_path: Path,
+) -> None:
+    import json
+
+    from feature_service import keys as K
+    from feature_service.store import STORE_FORMAT_VERSION
+
+    path = str(tmp_path / "s")
+    with FeatureStore.open(path) as store:
+        store.register_group(group())
+        write(store, "ads", [(1, S, 0, 7)])
+        old = {"kind": "adrank.feature_store", "format_version": STORE_FORMAT_VERSION - 1}
+        store._require_open().get_column_family("meta").put(
+            K.store_marker_key(), json.dumps(old).encode()
+        )
+    for read_only in (True, False):
+        with pytest.raises(InputError, match=f"version {STORE_FORMAT_VERSION - 1}") as info:
+            FeatureStore.open(path, read_only=read_only)
+        assert "re-ingest" in (info.value.hint or "")
