@@ -601,8 +601,12 @@ class FeatureStore:
         """
         h = self._handles(group)
         feats = _check_features(h.group, features)
-        ids = entity_id_keys(h.group, entity_ids)
-        with _rocks(f"read latest rows of group {group!r}", self._path):
+        return self._read_latest(h, entity_id_keys(h.group, entity_ids), feats, now_us)
+
+    def _read_latest(
+        self, h: _GroupHandles, ids: np.ndarray, feats: list[str] | None, now_us: int | None
+    ) -> FeatureFrame:
+        with _rocks(f"read latest rows of group {h.group.name!r}", self._path):
             values = _multi_get(h.latest, K.latest_keys(ids)) if ids.shape[0] else []
         ttl = h.group.ttl_us
         if now_us is not None and ttl is not None:
@@ -691,11 +695,12 @@ class FeatureStore:
         """
         problems: list[InputError] = []
         missing: list[AdrankError] = []
+        checked = []
         for r in reads:
             try:
                 h = self._handles(r.group)
-                _check_features(h.group, r.features)
-                entity_id_keys(h.group, r.entity_ids)
+                feats = _check_features(h.group, r.features)
+                checked.append((h, feats, entity_id_keys(h.group, r.entity_ids)))
             except NotFoundError as exc:
                 missing.append(exc)
             except InputError as exc:
@@ -706,9 +711,7 @@ class FeatureStore:
             raise InputError.from_problems(problems)
         if as_of_us is not None:
             return tuple(self.get_as_of(r.group, r.entity_ids, as_of_us, r.features) for r in reads)
-        return tuple(
-            self.get_latest(r.group, r.entity_ids, r.features, now_us=now_us) for r in reads
-        )
+        return tuple(self._read_latest(h, ids, feats, now_us) for h, feats, ids in checked)
 
     def get_request(
         self,
