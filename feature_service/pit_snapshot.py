@@ -56,6 +56,7 @@ __all__ = [
     "load_snapshot",
     "save_snapshot",
     "refresh_store_snapshot",
+    "store_snapshot_state",
 ]
 
 logger = logging.getLogger(__name__)
@@ -253,6 +254,35 @@ def save_snapshot(directory: str | Path, store: FeatureStore, versions: GroupVer
     return True
 
 
+def store_snapshot_state(store: FeatureStore, group: str) -> str:
+    """Whether the store's own snapshot of ``group`` holds the group as it is now: ``"current"``,
+    ``"stale"`` (the group was written since, or its schema changed) or ``"absent"`` (none, or
+    unreadable).
+
+    Raises:
+        NotFoundError: Unknown group.
+        StoreError: RocksDB failed.
+    """
+    g = store.group(group)
+    generation = store.generation(group)
+    identity = store_identity(store)
+    if identity is None:
+        return "absent"
+    meta = _snapshot_dir(store_snapshot_dir(store), identity, group) / "meta.json"
+    if not meta.exists():
+        return "absent"
+    try:
+        doc = read_json_document(meta, SNAPSHOT_KIND, (SNAPSHOT_FORMAT_VERSION,))
+        current = (
+            doc["generation"] == generation
+            and group_from_json(doc["group"]) == g
+            and set(doc["features"]) >= set(g.feature_names)
+        )
+    except (AdrankError, OSError, ValueError, KeyError, TypeError):
+        return "absent"
+    return "current" if current else "stale"
+
+
 def refresh_store_snapshot(
     store: FeatureStore, group: str, *, budget_bytes: int = DEFAULT_REFRESH_BUDGET_BYTES
 ) -> str:
@@ -271,24 +301,10 @@ def refresh_store_snapshot(
         NotFoundError: Unknown group.
         StoreError: RocksDB failed or a stored version is corrupt.
     """
-    generation = store.generation(group)
-    if not generation:
+    if not store.generation(group):
         return "skipped"  # never written: nothing to snapshot
-    directory = store_snapshot_dir(store)
-    identity = store_identity(store)
-    if identity is not None:
-        meta = _snapshot_dir(directory, identity, group) / "meta.json"
-        try:
-            doc = read_json_document(meta, SNAPSHOT_KIND, (SNAPSHOT_FORMAT_VERSION,))
-            current = (
-                doc["generation"] == generation
-                and group_from_json(doc["group"]) == store.group(group)
-                and set(doc["features"]) >= set(store.group(group).feature_names)
-            )
-        except (AdrankError, OSError, ValueError, KeyError, TypeError):
-            current = False  # absent or unreadable: rewrite it
-        if current:
-            return "current"
+    if store_snapshot_state(store, group) == "current":
+        return "current"
     g = store.group(group)
     versions = scan_group_versions(store, group, g.feature_names, budget_bytes=budget_bytes)
     if versions is None:
@@ -298,4 +314,4 @@ def refresh_store_snapshot(
             budget_bytes,
         )
         return "skipped"
-    return "written" if save_snapshot(directory, store, versions) else "failed"
+    return "written" if save_snapshot(store_snapshot_dir(store), store, versions) else "failed"

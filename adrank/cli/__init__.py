@@ -34,6 +34,7 @@ _SUBCOMMANDS: tuple[tuple[str, str], ...] = (
     ("calibrate", "calibrate"),
     ("ingest", "ingest"),
     ("join", "join"),
+    ("store", "store"),
     ("serve-features", "serve_features"),
     ("train", "train"),
     ("serve-embeddings", "serve_embeddings"),
