@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
+from dataclasses import dataclass
 
 from adrank.errors import PlanError, PlanErrorKind
 from adrank.types import (
@@ -239,6 +240,7 @@ class GreedyCostPartitioner:
         # Balance targets: each rank's fair share of all bytes (by capacity) and of all cost.
         mem_target = [max(1.0, total * dev.memory_bytes / capacity) for dev in devices]
         cost_target = max(1e-12, sum(tw_cost.values()) / world)
+        movable: list[_Movable] = []  # table-wise and column-wise shards, for the refinement
         for _, neg_bytes, name, _i, col0, cols in items:
             d = by_name[name]
             st = choice[name][0]
@@ -270,9 +272,26 @@ class GreedyCostPartitioner:
                 )
             shards[name].append(ShardSpec(rank, 0, d.pruned.num_rows, col0, cols))
             used[rank] += b
-            cost[rank] += scost(d, st, d.pruned.num_rows, cols, rank)
+            c = scost(d, st, d.pruned.num_rows, cols, rank)
+            cost[rank] += c
+            movable.append(_Movable(name, len(shards[name]) - 1, st, cols, b, c))
             kinds[name] = st
             reasons.setdefault(name, choice[name][2])
+
+        moves = _refine(
+            movable,
+            shards,
+            used,
+            cost,
+            devices,
+            mem_target,
+            cost_target,
+            lambda m, r: scost(
+                by_name[m.table], m.sharding, by_name[m.table].pruned.num_rows, m.cols, r
+            ),
+        )
+        if moves:
+            logger.info("refinement moved %d shards off the most loaded devices", moves)
 
         plans = []
         for d in sorted(tables, key=lambda d: d.name):
@@ -346,6 +365,90 @@ class GreedyCostPartitioner:
             return (max(m, c), m + c, r)
 
         return min(preferred, key=score)
+
+
+@dataclass(slots=True)
+class _Movable:
+    """A placed table-wise or column-wise shard the refinement may move: ``shards[table][index]``,
+    its bytes and its cost on its current rank."""
+
+    table: str
+    index: int
+    sharding: ShardingType
+    cols: int
+    nbytes: int
+    cost: float
+
+
+_REFINE_MOVES_PER_SHARD = 4  # cap on moves: the search ends long before in practice
+_REFINE_EPS = 1e-9
+
+
+def _refine(
+    movable: list[_Movable],
+    shards: dict[str, list[ShardSpec]],
+    used: list[int],
+    cost: list[float],
+    devices: tuple[DeviceSpec, ...],
+    mem_target: list[float],
+    cost_target: float,
+    cost_on: Callable[[_Movable, int], float],
+) -> int:
+    """Local search after the greedy pass: repeatedly take the rank with the highest cost and move
+    one of its table-wise or column-wise shards to the rank where the pair's larger cost ends
+    lowest, as long as that is strictly below the source's cost, the shard fits, and the
+    destination's memory (over its fair share) stays within the current peak (so memory balance
+    does not get worse); column shards of one table stay on distinct ranks. Each move lowers the
+    sorted vector of costs, so the search ends; it stops at a local optimum or after
+    ``_REFINE_MOVES_PER_SHARD`` moves per shard.
+
+    The greedy pass balances memory and cost together, costliest shards first; what it leaves is
+    a few ranks over the mean cost (5% on 1,000 tables x 64 devices), which moves of the small
+    shards remove.
+
+    Returns:
+        Shards moved (``shards``, ``used`` and ``cost`` are updated in place).
+    """
+    world = len(devices)
+    if world < 2 or not movable:
+        return 0
+    on_rank: list[list[_Movable]] = [[] for _ in range(world)]
+    for m in movable:
+        on_rank[shards[m.table][m.index].rank].append(m)
+    moves = 0
+    for _ in range(_REFINE_MOVES_PER_SHARD * len(movable)):
+        src = max(range(world), key=lambda r: (cost[r], -r))
+        peak = cost[src]
+        mem_peak = max(used[r] / mem_target[r] for r in range(world))
+        best: tuple[float, int, _Movable, float] | None = None
+        for m in sorted(on_rank[src], key=lambda m: -m.cost):
+            after_src = cost[src] - m.cost
+            taken = {s.rank for s in shards[m.table]}
+            for dst in range(world):
+                if dst in taken or used[dst] + m.nbytes > devices[dst].memory_bytes:
+                    continue
+                if (used[dst] + m.nbytes) / mem_target[dst] > mem_peak:
+                    continue
+                c = cost_on(m, dst)
+                pair = max(after_src, cost[dst] + c)
+                if pair < peak - _REFINE_EPS * cost_target and (best is None or pair < best[0]):
+                    best = (pair, dst, m, c)
+        if best is None:
+            break
+        _pair, dst, m, c = best
+        old = shards[m.table][m.index]
+        shards[m.table][m.index] = ShardSpec(
+            dst, old.row_offset, old.num_rows, old.col_offset, old.num_cols
+        )
+        used[src] -= m.nbytes
+        cost[src] -= m.cost
+        used[dst] += m.nbytes
+        cost[dst] += c
+        m.cost = c
+        on_rank[src].remove(m)
+        on_rank[dst].append(m)
+        moves += 1
+    return moves
 
 
 def _ratio(values: list[int] | list[float]) -> float:

@@ -214,3 +214,48 @@ def test_plan_covers_every_row_once_within_memory(
     assert sorted(t.name for t in plan.tables) == sorted(d.name for d in drafts)
     for d in plan.devices:
         assert d.used_bytes <= d.memory_bytes
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    tables=st.lists(
+        # Memory and cost disagree (big rarely-read tables, small hot ones): greedy placement,
+        # which balances both, leaves cost peaks that single moves remove.
+        st.tuples(st.integers(10, 100_000), st.sampled_from([8, 16, 32]), st.floats(0.1, 50.0)),
+        min_size=3,
+        max_size=30,
+    ),
+    world=st.integers(2, 6),
+)
+def test_refinement_leaves_no_single_move_that_lowers_the_peak_cost(
+    tables: list[tuple[int, int, float]], world: int
+) -> None:
+    """After placement, no table-wise shard on the costliest rank can move to another rank with
+    room (memory within the current memory peak) and lower the larger of the two ranks' costs:
+    the refinement ran to a local optimum."""
+    from sharding_planner.costs import shard_cost_ms
+
+    drafts = tuple(_draft(f"t{i}", r, d, pf) for i, (r, d, pf) in enumerate(tables))
+    topo = uniform_topology(world, 100_000_000)
+    cfg = _config(**{d.name: ShardingType.TABLE_WISE for d in drafts})
+    plan = _plan(GreedyCostPartitioner().partition(drafts, topo, cfg), cfg)
+    by_name = {d.name: d for d in drafts}
+    used = [d.used_bytes for d in plan.devices]
+    cost = [d.est_cost_ms for d in plan.devices]
+    total = sum(used)
+    mem_target = [max(1.0, total / world)] * world
+    mem_peak = max(u / m for u, m in zip(used, mem_target, strict=True))
+    src = max(range(world), key=lambda r: (cost[r], -r))
+    for t in plan.tables:
+        (s,) = t.shards
+        if s.rank != src:
+            continue
+        b = plan.shard_bytes(t, s)
+        c = shard_cost_ms(
+            by_name[t.name], t.sharding_type, s.num_rows, s.num_cols, topo.devices[src], topo, cfg
+        )
+        for dst in range(world):
+            if dst == src or (used[dst] + b) / mem_target[dst] > mem_peak:
+                continue
+            pair = max(cost[src] - c, cost[dst] + c)
+            assert pair >= cost[src] - 1e-9 * max(cost), (t.name, dst)
