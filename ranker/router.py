@@ -249,36 +249,57 @@ class TierRouter:
         grid: Sequence[float] | None = None,
     ) -> dict[str, float]:
         """Pick the cheapest ``cost_weight`` whose routed AUC is within ``max_auc_loss`` of the
-        largest tier's, on held-in requests.
+        best single tier's (always-small, always-medium or always-large, whichever scores best), on
+        held-in requests.
+
+        The reference is the best tier rather than the largest: where a smaller tier matches or
+        beats the largest on these requests, the routed traffic must still be within the loss of
+        it, so the router does not spend the margin on the smallest tier and lose quality that
+        another day's traffic would show (with the largest as reference, routed AUC on the next
+        day fell 0.015 below always-large on one synthetic seed while always-medium was above it).
 
         Args:
             features: ``[R, ...]`` router features of the held-in requests.
             per_tier_scores: Per tier, ``[C]`` scores of every candidate.
             labels: ``[C]`` clicks.
             candidate_request: ``[C]`` request row of each candidate.
-            max_auc_loss: Allowed AUC drop versus always-largest.
+            max_auc_loss: Allowed AUC drop versus the best single tier.
             grid: Candidate weights (default: 0 and a log grid).
 
         Returns:
-            ``{"cost_weight", "auc", "auc_largest", "relative_cost"}`` of the chosen setting.
+            ``{"cost_weight", "auc", "relative_cost"}`` of the chosen setting, ``auc_largest``
+            (always-largest), ``auc_reference`` and ``reference_tier`` (the best single tier).
         """
         from ranker.metrics import auc
 
         grid = list(grid) if grid is not None else [0.0, *np.geomspace(1e-4, 1.0, 25)]
         largest = len(self.tier_names) - 1
-        auc_largest = auc(labels, per_tier_scores[largest])
-        best = {"cost_weight": 0.0, "auc": auc_largest, "relative_cost": 1.0}
+        per_tier_auc = [auc(labels, s) for s in per_tier_scores]
+        reference = int(np.argmax(per_tier_auc))
+        auc_reference = per_tier_auc[reference]
+        settings = []
         for w in sorted(grid):
             self.cost_weight = float(w)
             tiers = np.array([d.tier for d in self.route(features)])
-            chosen = tiers[candidate_request]
-            scores = np.choose(chosen, per_tier_scores)
-            a = auc(labels, scores)
+            scores = np.choose(tiers[candidate_request], per_tier_scores)
             cost = float(np.mean(np.asarray(self.relative_cost)[tiers]))
-            if a >= auc_largest - max_auc_loss and cost <= best["relative_cost"]:
-                best = {"cost_weight": float(w), "auc": a, "relative_cost": cost}
+            settings.append(
+                {"cost_weight": float(w), "auc": auc(labels, scores), "relative_cost": cost}
+            )
+        ok = [x for x in settings if x["auc"] >= auc_reference - max_auc_loss]
+        if ok:
+            best = min(ok, key=lambda x: (x["relative_cost"], -x["auc"]))
+        else:
+            # No weight reaches the reference (the uplift model cannot express routing to it):
+            # the best quality on offer, cheapest among equals.
+            best = min(settings, key=lambda x: (-x["auc"], x["relative_cost"]))
         self.cost_weight = best["cost_weight"]
-        return {**best, "auc_largest": auc_largest}
+        return {
+            **best,
+            "auc_largest": per_tier_auc[largest],
+            "auc_reference": auc_reference,
+            "reference_tier": float(reference),
+        }
 
     def save(self, path: str | Path) -> None:
         """Write the router (atomically)."""

@@ -98,6 +98,30 @@ def test_calibration_picks_the_cheapest_weight_within_the_auc_loss() -> None:
     assert cheap["relative_cost"] <= res["relative_cost"]
 
 
+def test_calibration_stays_within_the_loss_of_the_best_tier_not_only_the_largest() -> None:
+    """Medium ranks best, large a little worse, small badly: the largest as reference would let
+    the router send traffic to small; against the best tier (medium) it must not lose more."""
+    from ranker.metrics import auc
+
+    rng = np.random.default_rng(2)
+    x, uplift = _synthetic(400, seed=2)
+    uplift[:, 0] = uplift[:, 1]  # the router learns that medium gains as much as large
+    per_request = rng.integers(3, 8, len(x))
+    cand_req = np.repeat(np.arange(len(x)), per_request)
+    labels = (rng.random(len(cand_req)) < 0.2).astype(float)
+    noise = rng.normal(0, 1, len(cand_req))
+    scores = [noise, labels * 2 + noise, labels * 1.6 + noise]
+    router = TierRouter.fit(TIERS, COSTS, x, uplift, safe_tier=0)
+    res = router.calibrate(x, scores, labels, cand_req, max_auc_loss=0.002)
+    assert res["reference_tier"] == 1 and res["auc_reference"] == auc(labels, scores[1])
+    assert res["auc_reference"] > res["auc_largest"]
+    assert res["auc"] >= res["auc_reference"] - 0.002
+    tiers = np.array([d.tier for d in router.route(x)])
+    routed = auc(labels, np.choose(tiers[cand_req], scores))
+    assert routed == pytest.approx(res["auc"])
+    assert (tiers == 0).mean() < 0.05  # small (noise) would cost far more than 0.002
+
+
 def test_router_round_trips_and_refuses_other_features(tmp_path: Path) -> None:
     x, uplift = _synthetic()
     router = TierRouter.fit(TIERS, COSTS, x, uplift, cost_weight=0.01)
