@@ -84,7 +84,7 @@ class TrainConfig:
         embedding_init_scale: Initial rows uniform in +-scale/sqrt(dim).
         dense_lr: Adam learning rate of the tiers.
         dense_weight_decay: AdamW decoupled weight decay of the tiers.
-        max_auc_loss: Router calibration: allowed AUC drop versus always-large.
+        max_auc_loss: Router calibration: allowed AUC drop versus the best single tier.
         safe_tier: Tier for cold-start users.
         seed: Initialisation seed.
         small_tower_sizes: Small tier's user and ad towers (its cost per candidate).
