@@ -247,7 +247,7 @@ def ensure_data(config: dict[str, Any], smoke: bool = False) -> Path:
                     "scan_snapshot_s": report.snapshot_s,
                 }
             # Flushed memtables make RocksDB's key estimates (the join's cost model) exact-ish.
-            store._require_open().flush()
+            store.flush()
         (tmp / "meta.json").write_text(json.dumps({"data": data, "ingest": ingest}, indent=1))
     return out
 

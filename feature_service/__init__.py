@@ -26,7 +26,13 @@ from feature_service.pit_join import (
     join_to_parquet,
 )
 from feature_service.server import FeatureServer, ServerConfig, build_server
-from feature_service.store import DEFAULT_BLOCK_CACHE_BYTES, FeatureStore, entity_id_keys
+from feature_service.store import (
+    DEFAULT_BLOCK_CACHE_BYTES,
+    FeatureStore,
+    VersionChunk,
+    VersionSeek,
+    entity_id_keys,
+)
 from feature_service.types import (
     CompactionReport,
     Dtype,
@@ -47,6 +53,8 @@ from feature_service.types import (
 
 __all__ = [
     "FeatureStore",
+    "VersionChunk",
+    "VersionSeek",
     "FeatureClient",
     "FeatureServer",
     "ServerConfig",

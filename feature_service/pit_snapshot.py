@@ -72,13 +72,9 @@ _ARRAYS = ("entity_keys", "starts", "event_us", "created_us", "records", "table"
 
 
 def store_identity(store: FeatureStore) -> str | None:
-    """RocksDB's identity of the store's database (a UUID written once when it is created), or
-    None when it cannot be read (then no snapshot is used)."""
-    try:
-        text = (Path(store.path) / "IDENTITY").read_text(encoding="ascii").strip()
-    except (OSError, UnicodeDecodeError):
-        return None
-    return text if text and all(c.isalnum() or c == "-" for c in text) else None
+    """RocksDB's identity of the store's database (:meth:`FeatureStore.identity`, a UUID written
+    once when it is created), or None when it cannot be read (then no snapshot is used)."""
+    return store.identity()
 
 
 def store_snapshot_dir(store: FeatureStore) -> Path:

@@ -23,28 +23,26 @@ returns None as soon as that exceeds its budget; it holds at most one chunk of
 ``SCAN_CHUNK_VERSIONS`` undecoded keys and values, and concatenating the decoded chunks briefly
 needs twice the final size.
 
-This module reads the store's column families directly (:func:`_versions_cf`): it relies on the key
-layout documented in :mod:`feature_service.keys`, which the store guarantees.
+The RocksDB reads are the store's (:meth:`FeatureStore.scan_versions`,
+:meth:`FeatureStore.estimate_versions`, :meth:`FeatureStore.sample_value_bytes`); this module only
+decides how much to read and lays the versions out for the match.
 """
 
 from __future__ import annotations
 
 import contextlib
-import itertools
 import logging
 import time
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, cast
+from typing import Any
 
 import numba
 import numpy as np
 
-from adrank.errors import AdrankError, StoreError
 from adrank.hashing import fmix64
-from feature_service import keys as K
-from feature_service.codec import ValueCodec, empty_column
-from feature_service.store import FeatureStore
+from feature_service.codec import empty_column
+from feature_service.store import DEFAULT_SCAN_CHUNK_VERSIONS, FeatureStore
 from feature_service.types import FeatureColumn, FeatureGroup, FeatureSpec, Shape
 
 __all__ = [
@@ -60,17 +58,15 @@ __all__ = [
     "gather_versions",
     "take_columns",
     "concat_columns",
-    "store_errors",
 ]
 
 logger = logging.getLogger(__name__)
 
-SCAN_CHUNK_VERSIONS = 65_536
+SCAN_CHUNK_VERSIONS = DEFAULT_SCAN_CHUNK_VERSIONS
 """Versions pulled from RocksDB and decoded per step of a scan (bounds the scan's Python objects,
 ~150 bytes per undecoded key and value)."""
 
 _SAMPLE_VALUES = 256  # values read to estimate the mean encoded size of a group's versions
-_SCAN_ATTEMPTS = 3  # rescans when a concurrent write misaligns the scan's two iterators
 _TABLE_SLOT_BYTES = 24
 
 
@@ -91,31 +87,6 @@ class MatchReason:
     EXPIRED = 4
     COUNT = 5
     NAMES = ("matched", "null_key", "no_entity", "future_only", "expired")
-
-
-@contextlib.contextmanager
-def store_errors(action: str, path: str) -> Iterator[None]:
-    """Convert rocksdict's exceptions (bare ``Exception`` subclasses) into StoreError."""
-    try:
-        yield
-    except AdrankError:
-        raise
-    except Exception as exc:  # rocksdict raises bare Exception for every RocksDB status
-        raise StoreError(f"RocksDB could not {action}: {exc}", source=path) from exc
-
-
-def _versions_cf(store: FeatureStore, group: str) -> Any:
-    """The group's versions column family (rocksdict ``Rdict`` in raw mode).
-
-    The store exposes no scan API; the join is part of the same package and reads the column family
-    under the layout :mod:`feature_service.keys` documents.
-    """
-    return store._handles(group).versions
-
-
-def _latest_cf(store: FeatureStore, group: str) -> Any:
-    """The group's latest-row column family (one row per entity with any version)."""
-    return store._handles(group).latest
 
 
 def record_dtype(specs: Sequence[FeatureSpec]) -> tuple[np.dtype[Any], dict[str, int]]:
@@ -207,9 +178,7 @@ def estimate_versions(store: FeatureStore, group: str) -> int:
         NotFoundError: Unknown group.
         StoreError: RocksDB failed.
     """
-    cf = _versions_cf(store, group)
-    with store_errors(f"estimate the size of group {group!r}", store.path):
-        return int(cf.property_int_value("rocksdb.estimate-num-keys") or 0)
+    return store.estimate_versions(group)
 
 
 def estimate_decoded_bytes(
@@ -220,15 +189,13 @@ def estimate_decoded_bytes(
     wide as the decoded features) and a validity byte per feature.
 
     Raises:
+        NotFoundError: Unknown group.
         StoreError: RocksDB failed.
     """
     g = store.group(group)
-    cf = _versions_cf(store, group)
-    with store_errors(f"sample group {group!r}", store.path):
-        sample = [cast(bytes, v) for v in itertools.islice(cf.values(), _SAMPLE_VALUES)]
-    if not sample:
-        return 0
-    mean_value = sum(map(len, sample)) / len(sample)
+    mean_value = store.sample_value_bytes(group, _SAMPLE_VALUES)
+    if not mean_value:
+        return 0  # no versions
     share = len(features) / max(1, len(g.features))
     return int(num_versions * (32 + 2 * _TABLE_SLOT_BYTES + mean_value * share + len(features)))
 
@@ -240,7 +207,7 @@ def scan_group_versions(
     *,
     budget_bytes: int | None = None,
 ) -> GroupVersions | None:
-    """Read every version of ``group`` in one sequential scan.
+    """Read every version of ``group`` in one sequential scan (:meth:`FeatureStore.scan_versions`).
 
     Args:
         store: An open store.
@@ -254,36 +221,50 @@ def scan_group_versions(
 
     Raises:
         NotFoundError: Unknown group or feature.
-        StoreError: RocksDB failed or a stored key or value is corrupt.
+        StoreError: RocksDB failed, a stored key or value is corrupt, or the group kept changing
+            during the scan.
     """
     start = time.perf_counter()
-    h = store._handles(group)
-    g = h.group
+    g = store.group(group)
     specs = tuple(g.feature(f) for f in features)
-    for attempt in range(_SCAN_ATTEMPTS):
-        try:
-            parts = _scan_chunks(store, h.versions, group, h.codec, specs, budget_bytes)
-        except _ScanRaced:
-            logger.info("group %s changed during the scan (attempt %d); rescanning", group, attempt)
-            continue
-        break
-    else:
-        raise StoreError(
-            f"group {group!r} kept changing while it was scanned ({_SCAN_ATTEMPTS} attempts)",
-            source=store.path,
-            hint="join against a read-only open of the store (it sees the data as of the open), "
-            "or pause writers",
-        )
-    if parts is None:
-        return None
+    names = [s.name for s in specs]
+    # Read before the scan: a write during it changes the generation, so the copy is never reused
+    # as current for data it may not hold.
+    generation = store.generation(group)
+    entity: list[np.ndarray] = []
+    event: list[np.ndarray] = []
+    created: list[np.ndarray] = []
+    columns: dict[str, list[FeatureColumn]] = {n: [] for n in names}
+    held = 0
+    # closing: stopping over budget releases the scan's RocksDB iterators at once.
+    with contextlib.closing(
+        store.scan_versions(group, names, chunk_versions=SCAN_CHUNK_VERSIONS)
+    ) as chunks:
+        for chunk in chunks:
+            entity.append(chunk.entity_keys)
+            event.append(chunk.event_us)
+            created.append(chunk.created_us)
+            held += 32 * chunk.num_versions
+            for name in names:
+                col = chunk.columns[name]
+                columns[name].append(col)
+                held += _column_nbytes(col)
+            if budget_bytes is not None and held > budget_bytes:
+                logger.info(
+                    "group %s: decoded versions exceed the join's memory budget (%d bytes); "
+                    "stopping the scan",
+                    group,
+                    budget_bytes,
+                )
+                return None
     out = build_versions(
         g,
         tuple(features),
-        _concat(parts.entity, np.int64),
-        _concat(parts.event, np.int64),
-        _concat(parts.created, np.int64),
-        {s.name: concat_columns(s, parts.columns[s.name]) for s in specs},
-        parts.generation,
+        _concat(entity, np.int64),
+        _concat(event, np.int64),
+        _concat(created, np.int64),
+        {s.name: concat_columns(s, columns[s.name]) for s in specs},
+        generation,
     )
     logger.info(
         "scanned group %s: %d versions of %d entities, %.1f MB in memory, in %.2f s",
@@ -294,80 +275,6 @@ def scan_group_versions(
         time.perf_counter() - start,
     )
     return out
-
-
-class _ScanRaced(Exception):
-    """The keys and values iterators saw different data (a write landed during the scan)."""
-
-
-@dataclass(slots=True)
-class _Parts:
-    generation: str
-    entity: list[np.ndarray]
-    event: list[np.ndarray]
-    created: list[np.ndarray]
-    columns: dict[str, list[FeatureColumn]]
-
-
-def _scan_chunks(
-    store: FeatureStore,
-    cf: Any,
-    group: str,
-    codec: ValueCodec,
-    specs: tuple[FeatureSpec, ...],
-    budget_bytes: int | None,
-) -> _Parts | None:
-    """Decode the column family chunk by chunk; None when over budget.
-
-    Keys and values come from two iterators advanced in lockstep: rocksdict builds one ``bytes``
-    per key or value, and a ``(key, value)`` tuple per item costs ~30% more (tuples are tracked by
-    the garbage collector). Each iterator reads its own implicit snapshot, so a write between their
-    creation could misalign them: every chunk checks that the times in the keys equal those in the
-    values (a write shifts them), and both must end together.
-    """
-    path = store.path
-    names = [s.name for s in specs]
-    # Read before the scan: a write during it changes the generation, so the copy is never reused
-    # as current for data it may not hold.
-    parts = _Parts(store.generation(group), [], [], [], {n: [] for n in names})
-    held = 0
-    with store_errors(f"scan group {group!r}", path):
-        key_iter = iter(cf.keys())
-        value_iter = iter(cf.values())
-        while True:
-            keys = cast("list[bytes]", list(itertools.islice(key_iter, SCAN_CHUNK_VERSIONS)))
-            values = cast("list[bytes]", list(itertools.islice(value_iter, SCAN_CHUNK_VERSIONS)))
-            if len(keys) != len(values):
-                raise _ScanRaced
-            if not keys:
-                break
-            try:
-                ids, key_ev, key_cr = K.decode_version_keys(keys)
-                dec = codec.decode(values, names)
-            except ValueError as exc:
-                raise StoreError(f"corrupt version in group {group!r}: {exc}", source=path) from exc
-            del keys, values
-            if not (
-                np.array_equal(key_ev, dec.event_us) and np.array_equal(key_cr, dec.created_us)
-            ):
-                raise _ScanRaced
-            parts.entity.append(ids)
-            parts.event.append(key_ev)
-            parts.created.append(key_cr)
-            held += 32 * ids.shape[0]
-            for name in names:
-                col = dec.columns[name]
-                parts.columns[name].append(col)
-                held += _column_nbytes(col)
-            if budget_bytes is not None and held > budget_bytes:
-                logger.info(
-                    "group %s: decoded versions exceed the join's memory budget (%d bytes); "
-                    "stopping the scan",
-                    group,
-                    budget_bytes,
-                )
-                return None
-    return parts
 
 
 def build_versions(

@@ -24,13 +24,14 @@ it read-only (each sees the data as of its open).
 from __future__ import annotations
 
 import contextlib
+import itertools
 import json
 import logging
 import os
 import threading
 import time
-from collections.abc import Iterator, Mapping, Sequence
-from dataclasses import asdict
+from collections.abc import Generator, Iterator, Mapping, Sequence
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, cast
 
@@ -50,7 +51,7 @@ from rocksdict import (
 
 from adrank.errors import AdrankError, InputError, NotFoundError, StoreError
 from feature_service import keys as K
-from feature_service.codec import ValueCodec, check_columns, read_headers
+from feature_service.codec import DecodedValues, ValueCodec, check_columns, read_headers
 from feature_service.schema import group_from_json, group_to_json, merge_group, validate_group
 from feature_service.types import (
     CompactionReport,
@@ -66,12 +67,26 @@ from feature_service.types import (
     RequestFeatures,
 )
 
-__all__ = ["FeatureStore", "DEFAULT_BLOCK_CACHE_BYTES", "STORE_FORMAT_VERSION", "entity_id_keys"]
+__all__ = [
+    "FeatureStore",
+    "VersionChunk",
+    "VersionSeek",
+    "DEFAULT_BLOCK_CACHE_BYTES",
+    "DEFAULT_SCAN_CHUNK_VERSIONS",
+    "DEFAULT_SAMPLE_VALUES",
+    "STORE_FORMAT_VERSION",
+    "entity_id_keys",
+]
 
 logger = logging.getLogger(__name__)
 
 DEFAULT_BLOCK_CACHE_BYTES = 256 << 20
 """Block cache shared by all column families (256 MiB): hot latest rows stay in memory."""
+DEFAULT_SCAN_CHUNK_VERSIONS = 65_536
+"""Versions pulled from RocksDB and decoded per chunk of :meth:`FeatureStore.scan_versions` (bounds
+the scan's Python objects, ~150 bytes per undecoded key and value)."""
+DEFAULT_SAMPLE_VALUES = 256
+"""Values :meth:`FeatureStore.sample_value_bytes` reads by default."""
 STORE_FORMAT_VERSION = 2
 """Version of the store as a whole (column-family naming, meta layout, table formats). 2: the
 ``latest:<group>`` families are PlainTable files (version 1 stores used block-based tables)."""
@@ -120,6 +135,80 @@ class _GroupHandles:
         self.latest = latest
         self.versions_h = versions_h
         self.latest_h = latest_h
+
+
+@dataclass(frozen=True, slots=True, eq=False)
+class VersionChunk:
+    """Consecutive stored versions of one group, in the store's key order, decoded: one step of
+    :meth:`FeatureStore.scan_versions`.
+
+    Example, entity 7 with versions at t=30 and t=10 (two at t=10: a correction created later comes
+    first) and entity 9 with one at t=20::
+
+        entity_keys = [7, 7, 7, 9]      # one per version, ascending
+        event_us    = [30, 10, 10, 20]  # per entity descending
+        created_us  = [31, 15, 11, 21]  # per (entity, event) descending
+        columns     = {"ctr": FeatureColumn(values=[...4 rows...], valid=[...])}
+
+    An entity's versions may continue in the next chunk.
+
+    Args:
+        entity_keys: int64 entity id key per version (hashed for string ids).
+        event_us: int64 event time per version, microseconds.
+        created_us: int64 created time per version, microseconds.
+        columns: The requested features, one row per version, in request order (as
+            :meth:`~feature_service.codec.ValueCodec.decode` returns them).
+    """
+
+    entity_keys: np.ndarray
+    event_us: np.ndarray
+    created_us: np.ndarray
+    columns: dict[str, FeatureColumn]
+
+    @property
+    def num_versions(self) -> int:
+        """Versions in the chunk."""
+        return int(self.entity_keys.shape[0])
+
+
+@dataclass(frozen=True, slots=True, eq=False)
+class VersionSeek:
+    """Point-in-time matches of n queries ``(entity key, as_of_us)``: the result of
+    :meth:`FeatureStore.seek_versions`.
+
+    A query gets its entity's newest version with ``as_of_us - ttl <= event_us <= as_of_us`` (ties
+    on ``event_us``: the newest ``created_us``). Only the matched versions are decoded; ``row`` maps
+    each query to one. Example, queries ``(7, t=25)``, ``(7, t=5)``, ``(8, t=9)``, ``(7, t=25)``
+    against entity 7 with versions at t=10 and t=30 (no TTL) and no entity 8::
+
+        row        = [0, -1, -1, 0]     # duplicates share a row (and a seek)
+        has_past   = [T, F, F, T]       # a version with event_us <= as_of_us exists
+        has_entity = [T, T, F, T]       # the entity has any version
+        event_us   = [10]               # per matched version
+        seeks      = 3
+
+    A query without a row is expired where ``has_past`` (its version is older than
+    ``as_of_us - ttl``), has only future versions where ``has_entity``, and has no entity otherwise.
+
+    Args:
+        row: int64 per query: its matched version's row in ``event_us``, ``created_us`` and
+            ``columns``; -1 where no version qualifies.
+        has_past: bool per query: the entity has a version with ``event_us <= as_of_us``, within
+            the TTL or not.
+        has_entity: bool per query: the entity has any stored version.
+        event_us: int64 event time per matched version, microseconds.
+        created_us: int64 created time per matched version, microseconds.
+        columns: The requested features of the matched versions, in request order.
+        seeks: RocksDB seeks made (distinct queries).
+    """
+
+    row: np.ndarray
+    has_past: np.ndarray
+    has_entity: np.ndarray
+    event_us: np.ndarray
+    created_us: np.ndarray
+    columns: dict[str, FeatureColumn]
+    seeks: int
 
 
 class FeatureStore:
@@ -305,6 +394,37 @@ class FeatureStore:
     def read_only(self) -> bool:
         """Opened read-only."""
         return self._read_only
+
+    def identity(self) -> str | None:
+        """RocksDB's identity of the store's database: a UUID written once when the database is
+        created, so a copy made under it (a scan snapshot) is never taken for another store's.
+
+        Returns:
+            The identity, or None when it cannot be read (then nothing should be cached by it).
+        """
+        try:
+            text = (Path(self._path) / "IDENTITY").read_text(encoding="ascii").strip()
+        except (OSError, UnicodeDecodeError):
+            return None
+        return text if text and all(c.isalnum() or c == "-" for c in text) else None
+
+    def flush(self) -> None:
+        """Write the memtables of every column family to table files, and wait.
+
+        Committed writes are already durable (the WAL); flushing makes RocksDB's size estimates
+        (:meth:`estimate_versions`) count every version, and spares the next open a WAL replay.
+
+        Raises:
+            InputError: The store is read-only.
+            StoreError: RocksDB failed.
+        """
+        self._require_writable("flush")
+        with self._lock, _rocks("flush the store", self._path):
+            assert self._meta is not None
+            self._meta.flush(True)
+            for h in self._groups.values():
+                h.versions.flush(True)
+                h.latest.flush(True)
 
     def _require_open(self) -> Rdict:
         if self._db is None:
@@ -781,13 +901,257 @@ class FeatureStore:
         values: Sequence[bytes | None],
         feats: Sequence[str] | None,
     ) -> FeatureFrame:
+        dec = self._decode(h, values, feats)
+        return FeatureFrame(h.group.name, ids, dec.found, dec.event_us, dec.created_us, dec.columns)
+
+    # ------------------------------------------------------------------ bulk reads
+
+    def scan_versions(
+        self,
+        group: str,
+        features: Sequence[str] | None = None,
+        *,
+        chunk_versions: int = DEFAULT_SCAN_CHUNK_VERSIONS,
+    ) -> Generator[VersionChunk, None, None]:
+        """Every stored version of ``group`` in key order (entity key ascending, then event time
+        descending, then created time descending), decoded in chunks.
+
+        One sequential pass over the group's versions, ~1 us per version: the keys and the values
+        come from two RocksDB iterators advanced in lockstep over one explicit snapshot taken when
+        the scan starts (rocksdict builds one ``bytes`` per key or value; a ``(key, value)`` tuple
+        per item costs ~30% more, and one iterator read key by key ~12% more). The scan sees the
+        group as of that moment whatever is written meanwhile; read :meth:`generation` before it
+        to know which writes a copy holds. Every chunk checks that the times in its keys equal
+        those in its values.
+
+        Validation (group, features, ``chunk_versions``) happens at the call; RocksDB is read as the
+        generator is consumed. Close it (``close()``, :func:`contextlib.closing`) or drop it to stop
+        early: that releases its RocksDB iterators. It holds at most one chunk of undecoded keys and
+        values.
+
+        Args:
+            group: Group name.
+            features: Features to decode, in this order (default: all; ``[]``: none, only the keys
+                and times).
+            chunk_versions: Versions per chunk (the last may hold fewer).
+
+        Returns:
+            A generator of chunks; none for a group without versions.
+
+        Raises:
+            NotFoundError: Unknown group or feature (at the call).
+            InputError: ``chunk_versions`` < 1 (at the call).
+            StoreError: While iterating: RocksDB failed, or a stored key or value is corrupt.
+        """
+        h = self._handles(group)
+        feats = _check_features(h.group, features)
+        if chunk_versions < 1:
+            raise InputError(
+                f"chunk_versions must be >= 1, found {chunk_versions}", source="chunk_versions"
+            )
+        return self._scan(h, feats, int(chunk_versions))
+
+    def _scan(
+        self, h: _GroupHandles, feats: list[str] | None, chunk_versions: int
+    ) -> Generator[VersionChunk, None, None]:
+        name = h.group.name
+        codec = h.codec  # a schema update during the scan replaces h.codec; keep one
+        action = f"scan group {name!r}"
+        with _rocks(action, self._path):
+            # Both iterators read one explicit snapshot: they stay aligned, and the whole scan
+            # sees the group as of this moment whatever writers do meanwhile.
+            snapshot = h.versions.snapshot()
+            key_iter, value_iter = iter(snapshot.keys()), iter(snapshot.values())
         try:
-            dec = h.codec.decode(values, feats)
+            while True:
+                with _rocks(action, self._path):
+                    keys = cast("list[bytes]", list(itertools.islice(key_iter, chunk_versions)))
+                    values = cast("list[bytes]", list(itertools.islice(value_iter, chunk_versions)))
+                if not keys and not values:
+                    return
+                try:
+                    if len(keys) != len(values):
+                        raise ValueError(f"{len(keys)} keys but {len(values)} values")
+                    ids, key_ev, key_cr = K.decode_version_keys(keys)
+                    dec = codec.decode(values, feats)
+                    if not (
+                        np.array_equal(key_ev, dec.event_us)
+                        and np.array_equal(key_cr, dec.created_us)
+                    ):
+                        raise ValueError("the times in the keys differ from those in the values")
+                except ValueError as exc:
+                    raise StoreError(
+                        f"corrupt version in group {name!r}: {exc}", source=self._path
+                    ) from exc
+                del keys, values
+                yield VersionChunk(ids, key_ev, key_cr, dec.columns)
+        finally:
+            # Release the RocksDB iterators and snapshot now, also when the consumer stops early
+            # (a closed or dropped generator runs this at its paused yield).
+            del key_iter, value_iter, snapshot
+
+    def estimate_versions(self, group: str) -> int:
+        """RocksDB's estimate of the versions stored in ``group``: cheap (no scan), and may be off
+        by a few % (more before :meth:`flush`, and after deletions until compaction).
+
+        Raises:
+            NotFoundError: Unknown group.
+            StoreError: RocksDB failed.
+        """
+        h = self._handles(group)
+        with _rocks(f"estimate the size of group {group!r}", self._path):
+            return int(h.versions.property_int_value("rocksdb.estimate-num-keys") or 0)
+
+    def sample_value_bytes(self, group: str, n: int = DEFAULT_SAMPLE_VALUES) -> float:
+        """Mean encoded size of the group's first ``n`` versions in key order, in bytes (about the
+        size of their decoded features); 0.0 for a group without versions.
+
+        Args:
+            group: Group name.
+            n: Versions to read (at least 1).
+
+        Raises:
+            NotFoundError: Unknown group.
+            InputError: ``n`` < 1.
+            StoreError: RocksDB failed.
+        """
+        h = self._handles(group)
+        if n < 1:
+            raise InputError(f"n must be >= 1, found {n}", source="n")
+        with _rocks(f"sample group {group!r}", self._path):
+            sizes = [len(cast(bytes, v)) for v in itertools.islice(h.versions.values(), n)]
+        return sum(sizes) / len(sizes) if sizes else 0.0
+
+    def seek_versions(
+        self,
+        group: str,
+        entity_keys: np.ndarray,
+        as_of_us: np.ndarray | Sequence[int] | int,
+        features: Sequence[str] | None = None,
+    ) -> VersionSeek:
+        """Point-in-time matches of n queries by seeking, and why a query has none.
+
+        The rule of :meth:`get_as_of`, for entities given as int64 id keys, with what a join needs
+        to count its misses. Distinct queries are sorted into the column family's key order
+        (entity ascending, time descending) and read by one iterator with monotone seeks, ~6-8 us
+        each; duplicates are read once. Queries without a version at or before their time are
+        classified by one multi_get of latest rows. Only matched versions are decoded, so memory is
+        bounded by the batch.
+
+        Args:
+            group: Group name.
+            entity_keys: n int64 entity id keys (string ids hashed with
+                :func:`adrank.hashing.string_id_keys`).
+            as_of_us: One query time for all, or n (microseconds).
+            features: Features to decode, in this order (default: all).
+
+        Returns:
+            The matches (:class:`VersionSeek`).
+
+        Raises:
+            NotFoundError: Unknown group or feature.
+            InputError: ``entity_keys`` not a 1-D int64 array, or ``as_of_us`` of the wrong length.
+            StoreError: RocksDB failed or a stored key or value is corrupt.
+        """
+        h = self._handles(group)
+        feats = _check_features(h.group, features)
+        keys = np.asarray(entity_keys)
+        if keys.ndim != 1 or (keys.shape[0] and keys.dtype != np.int64):
+            raise InputError(
+                f"entity_keys must be a 1-D int64 array, found {keys.dtype} {keys.shape}",
+                source=f"{group} entity keys",
+            )
+        n = keys.shape[0]
+        times = _times(as_of_us, n, "as_of_us")
+        if n == 0:
+            dec = self._decode(h, [], feats)
+            return VersionSeek(
+                np.zeros(0, dtype=np.int64),
+                np.zeros(0, dtype=bool),
+                np.zeros(0, dtype=bool),
+                dec.event_us,
+                dec.created_us,
+                dec.columns,
+                0,
+            )
+        # Key order of the seek targets: entity ascending, then ~t ascending (t descending).
+        order = np.lexsort((~times, keys))
+        k, t = keys[order], times[order]
+        first = np.ones(n, dtype=bool)
+        first[1:] = (k[1:] != k[:-1]) | (t[1:] != t[:-1])
+        uk, ut = k[first], t[first]
+        query_of = np.cumsum(first) - 1  # sorted position -> distinct query
+        m = uk.shape[0]
+        found_at, found_keys, found_values = self._seek_first(h, K.seek_keys(uk, ut))
+        q_row = np.full(m, -1, dtype=np.int64)
+        q_past = np.zeros(m, dtype=bool)
+        q_past[found_at] = True
+        at = np.asarray(found_at, dtype=np.int64)
+        values: list[bytes] = []
+        if at.shape[0]:
+            ev = _decode_keys(found_keys, h.group.name, self._path)[1]
+            expired = np.zeros(at.shape[0], dtype=bool)
+            ttl = h.group.ttl_us
+            if ttl is not None:
+                # Inclusive bound, as get_as_of: expired when event < t - ttl (saturating at int64).
+                cutoff = np.maximum(ut[at], np.iinfo(np.int64).min + ttl) - ttl
+                expired = ev < cutoff
+            good = at[~expired]
+            q_row[good] = np.arange(good.shape[0], dtype=np.int64)
+            values = [v for v, e in zip(found_values, expired.tolist(), strict=True) if not e]
+        q_entity = q_past.copy()
+        miss = np.flatnonzero(~q_past)
+        if miss.shape[0]:
+            ents, inverse = np.unique(uk[miss], return_inverse=True)
+            with _rocks(f"read latest rows of group {group!r}", self._path):
+                latest = _multi_get(h.latest, K.latest_keys(ents))
+            exists = np.array([v is not None for v in latest], dtype=bool)
+            q_entity[miss] = exists[inverse]
+        dec = self._decode(h, values, feats)
+        row = np.empty(n, dtype=np.int64)
+        has_past = np.empty(n, dtype=bool)
+        has_entity = np.empty(n, dtype=bool)
+        row[order] = q_row[query_of]
+        has_past[order] = q_past[query_of]
+        has_entity[order] = q_entity[query_of]
+        return VersionSeek(
+            row, has_past, has_entity, dec.event_us, dec.created_us, dec.columns, int(m)
+        )
+
+    def _seek_first(
+        self, h: _GroupHandles, targets: Sequence[bytes]
+    ) -> tuple[list[int], list[bytes], list[bytes]]:
+        """Seek one iterator to each target (in key order) and keep the version it lands on when
+        that is of the target's entity: ``(target index, key, value)`` of each hit."""
+        found_keys: list[bytes] = []
+        found_values: list[bytes] = []
+        found_at: list[int] = []
+        pl = K.ENTITY_PREFIX_BYTES
+        with _rocks(f"read versions of group {h.group.name!r}", self._path):
+            it = h.versions.iter()
+            try:
+                for j, target in enumerate(targets):
+                    it.seek(target)
+                    if it.valid():
+                        key = cast(bytes, it.key())
+                        if key[:pl] == target[:pl]:
+                            found_keys.append(key)
+                            found_values.append(cast(bytes, it.value()))
+                            found_at.append(j)
+                it.status()
+            finally:
+                del it
+        return found_at, found_keys, found_values
+
+    def _decode(
+        self, h: _GroupHandles, values: Sequence[bytes | None], feats: Sequence[str] | None
+    ) -> DecodedValues:
+        try:
+            return h.codec.decode(values, feats)
         except ValueError as exc:
             raise StoreError(
                 f"corrupt value in group {h.group.name!r}: {exc}", source=self._path
             ) from exc
-        return FeatureFrame(h.group.name, ids, dec.found, dec.event_us, dec.created_us, dec.columns)
 
     # ------------------------------------------------------------------ maintenance
 

@@ -402,7 +402,7 @@ def test_auto_scans_for_many_rows_and_seeks_for_few(tmp_path: Path) -> None:
     with FeatureStore.open(tmp_path / "s") as store:
         g = make_group("g", EntityIdKind.INT, None)
         write_rows(store, g, [(i, 0, 0, i) for i in range(2000)])
-        store._require_open().flush()  # RocksDB's key estimate counts flushed files
+        store.flush()  # RocksDB's key estimate counts flushed files
         few = examples_table([(1, S)], EntityIdKind.INT)
         _out, report = run_join(store, few, JoinStrategy.AUTO, 10)
         assert report.groups[0].strategy == "seek" and report.groups[0].seeks == 1
