@@ -5,9 +5,9 @@ from __future__ import annotations
 import argparse
 
 from adrank.errors import InputError
-from adrank.units import parse_size_bytes
+from adrank.units import parse_duration_s, parse_size_bytes
 
-__all__ = ["positive_int", "size_bytes"]
+__all__ = ["duration_s", "positive_int", "size_bytes"]
 
 
 def positive_int(text: str) -> int:
@@ -25,5 +25,14 @@ def size_bytes(text: str) -> int:
     """Parse a size such as ``512M``, ``2GiB`` or ``1048576`` (grammar of :mod:`adrank.units`)."""
     try:
         return parse_size_bytes(text)
+    except InputError as exc:
+        raise argparse.ArgumentTypeError(exc.message) from None
+
+
+def duration_s(text: str) -> int:
+    """Parse a duration such as ``3600``, ``90m``, ``1.5h`` or ``30d`` into whole seconds (grammar
+    of :mod:`adrank.units`)."""
+    try:
+        return parse_duration_s(text)
     except InputError as exc:
         raise argparse.ArgumentTypeError(exc.message) from None

@@ -3,29 +3,15 @@
 from __future__ import annotations
 
 import argparse
-import re
 from typing import Any
 
-__all__ = ["register", "run", "parse_duration_s"]
+from adrank.cli._args import duration_s
 
-_DURATION = re.compile(r"^\s*(\d+)\s*([smhdw]?)\s*$", re.IGNORECASE)
-_SECONDS = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86_400, "w": 604_800}
+__all__ = ["register", "run"]
+
 _DEFAULT_BATCH_ROWS = (
     65_536  # feature_service.ingest.DEFAULT_INGEST_BATCH_ROWS; kept here for --help speed
 )
-
-
-def parse_duration_s(text: str) -> int:
-    """Parse a duration such as ``3600``, ``90m``, ``12h``, ``30d`` or ``2w`` into seconds.
-
-    Used as an argparse ``type``: a bad value raises ArgumentTypeError (exit 2 with the message).
-    """
-    m = _DURATION.match(text)
-    if not m or int(m.group(1)) <= 0:
-        raise argparse.ArgumentTypeError(
-            f"expected a positive duration like 3600, 12h, 30d or 2w, found {text!r}"
-        )
-    return int(m.group(1)) * _SECONDS[m.group(2).lower()]
 
 
 def register(subparsers: Any) -> argparse.ArgumentParser:
@@ -70,7 +56,7 @@ def register(subparsers: Any) -> argparse.ArgumentParser:
     )
     p.add_argument(
         "--ttl",
-        type=parse_duration_s,
+        type=duration_s,
         metavar="DURATION",
         help="feature TTL, e.g. 30d or 12h (default: keep the group's; none for a new group)",
     )

@@ -19,7 +19,7 @@ _DAY_S = 86_400
 
 def register(subparsers: Any) -> argparse.ArgumentParser:
     """Add the ``prune`` subcommand to ``subparsers`` and return its parser."""
-    from adrank.cli.stats import parse_duration_s
+    from adrank.cli._args import duration_s
 
     p: argparse.ArgumentParser = subparsers.add_parser(
         "prune",
@@ -30,7 +30,7 @@ def register(subparsers: Any) -> argparse.ArgumentParser:
     p.add_argument("logs", nargs="+", metavar="LOGS", help="parquet click logs (files or dirs)")
     p.add_argument(
         "--window",
-        type=parse_duration_s,
+        type=duration_s,
         default=None,
         metavar="DURATION",
         help="override every table's recency window (e.g. 3d); default: the plan's",

@@ -8,11 +8,10 @@ adrank stats --merge a.json b.json -o all.json
 from __future__ import annotations
 
 import argparse
-import re
 from pathlib import Path
 from typing import Any
 
-from adrank.cli._args import positive_int
+from adrank.cli._args import duration_s, positive_int
 from adrank.constants import (
     DEFAULT_BATCH_ROWS,
     DEFAULT_EXACT_DISTINCT_LIMIT,
@@ -21,10 +20,8 @@ from adrank.constants import (
     DEFAULT_RECENT_WINDOW_S,
 )
 
-__all__ = ["parse_duration_s", "print_stats_table", "register", "run"]
+__all__ = ["print_stats_table", "register", "run"]
 
-_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhdw]?)\s*$", re.IGNORECASE)
-_UNIT_S = {"": 1, "s": 1, "m": 60, "h": 3_600, "d": 86_400, "w": 604_800}
 # Options that only make sense when computing from parquet (refused with --merge).
 _COMPUTE_OPTIONS = (
     ("features", "--features"),
@@ -34,23 +31,6 @@ _COMPUTE_OPTIONS = (
     ("hll_precision", "--hll-precision"),
     ("heavy_hitters", "--heavy-hitters"),
 )
-
-
-def parse_duration_s(text: str) -> int:
-    """Parse ``3600``, ``3600s``, ``30m``, ``6h``, ``1d`` or ``2w`` into seconds (argparse type).
-
-    Raises:
-        argparse.ArgumentTypeError: Not a positive duration.
-    """
-    m = _DURATION.match(text)
-    if not m:
-        raise argparse.ArgumentTypeError(
-            f"expected a duration like 3600, 3600s, 30m, 6h or 1d, found {text!r}"
-        )
-    seconds = float(m.group(1)) * _UNIT_S[m.group(2).lower()]
-    if seconds < 1 or seconds != int(seconds):
-        raise argparse.ArgumentTypeError(f"expected a whole number of seconds >= 1, found {text!r}")
-    return int(seconds)
 
 
 def _hll_precision(text: str) -> int:
@@ -116,7 +96,7 @@ def register(subparsers: Any) -> argparse.ArgumentParser:
     p.add_argument(
         "--recent-window",
         dest="recent_window_s",
-        type=parse_duration_s,
+        type=duration_s,
         default=None,
         metavar="DURATION",
         help=f"ids unseen for this long before the logs end are dead-row candidates "

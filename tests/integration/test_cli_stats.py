@@ -13,7 +13,6 @@ import pyarrow.parquet as pq
 import pytest
 
 from adrank.cli import main
-from adrank.cli.stats import parse_duration_s
 from adrank.errors import EXIT_USAGE
 from sharding_planner import read_stats
 from tests.unit.sharding_planner.test_stats_oracle import (
@@ -250,21 +249,6 @@ def test_bad_flags_exit_2(
     good = logs(tmp_path, "good", 1)
     err = run_bad([str(good), *args], tmp_path / "stats.json", capsys)
     assert args[0].split("-")[-1] in err or "precision" in err
-
-
-@pytest.mark.parametrize(
-    ("text", "seconds"),
-    [
-        ("3600", 3600),
-        ("3600s", 3600),
-        ("30m", 1800),
-        ("6h", 21_600),
-        ("1d", 86_400),
-        ("1.5h", 5_400),
-    ],
-)
-def test_durations(text: str, seconds: int) -> None:
-    assert parse_duration_s(text) == seconds
 
 
 def test_cli_precision_range_matches_the_library() -> None:

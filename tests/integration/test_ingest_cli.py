@@ -1,6 +1,5 @@
 """``adrank ingest`` end to end through main(): summary, resumability, exit codes and messages."""
 
-import argparse
 from pathlib import Path
 
 import numpy as np
@@ -9,7 +8,6 @@ import pyarrow.parquet as pq
 import pytest
 
 from adrank.cli import main
-from adrank.cli.ingest import parse_duration_s
 from feature_service import FeatureStore
 
 pytestmark = pytest.mark.integration
@@ -124,17 +122,3 @@ def test_a_locked_store_is_a_runtime_failure(
     with FeatureStore.open(tmp_path / "s"):
         assert main(args(tmp_path / "s", f)) == 1
     assert "lock" in capsys.readouterr().err.lower()
-
-
-@pytest.mark.parametrize(
-    ("text", "seconds"),
-    [("3600", 3600), ("90m", 5400), ("12h", 43_200), ("30d", 2_592_000), ("2W", 1_209_600)],
-)
-def test_durations(text: str, seconds: int) -> None:
-    assert parse_duration_s(text) == seconds
-
-
-@pytest.mark.parametrize("text", ["", "0", "-5", "1.5h", "3y"])
-def test_bad_durations(text: str) -> None:
-    with pytest.raises(argparse.ArgumentTypeError):
-        parse_duration_s(text)

@@ -110,3 +110,46 @@ def test_one_size_grammar_for_flags_and_files() -> None:
     with pytest.raises(InputError) as info:
         parse_size_bytes("0.5", source="--memory-budget")
     assert info.value.source == "--memory-budget"
+
+
+@pytest.mark.parametrize(
+    ("text", "seconds"),
+    [
+        ("3600", 3600),
+        ("3600s", 3600),
+        ("90m", 5400),
+        ("1.5h", 5400),
+        ("6H", 21_600),
+        ("30d", 2_592_000),
+        ("2w", 1_209_600),
+    ],
+)
+def test_one_duration_grammar_for_every_flag(text: str, seconds: int) -> None:
+    from adrank.cli import build_parser
+    from adrank.cli._args import duration_s
+    from adrank.units import parse_duration_s
+
+    assert parse_duration_s(text) == duration_s(text) == seconds
+    # The flags that take durations all use it (stats, prune and ingest once disagreed on 1.5h).
+    parser = build_parser()
+    files = ["x.parquet"]
+    ingest = ["ingest", "--store", "s", "--group", "g", "--entity-column", "e"]
+    ingest += ["--timestamp-column", "t", "--ttl", text, *files]
+    assert parser.parse_args(ingest).ttl == seconds
+    stats = parser.parse_args(["stats", *files, "-o", "o.json", "--recent-window", text])
+    assert stats.recent_window_s == seconds
+    assert parser.parse_args(["prune", "--plan", "p", *files, "--window", text]).window == seconds
+
+
+@pytest.mark.parametrize("text", ["", "0", "-5", "0.5s", "1.5", "3y", "h"])
+def test_bad_durations_are_refused_by_name(text: str) -> None:
+    import argparse
+
+    from adrank.cli._args import duration_s
+    from adrank.units import parse_duration_s
+
+    with pytest.raises(InputError) as info:
+        parse_duration_s(text, source="--ttl")
+    assert info.value.source == "--ttl" and repr(text) in info.value.message
+    with pytest.raises(argparse.ArgumentTypeError):
+        duration_s(text)
