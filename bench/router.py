@@ -90,8 +90,7 @@ def run(config: dict[str, Any], smoke: bool = False) -> BenchResult:
     }
     notes = (
         "Held-out = the last day of the synthetic logs; the router fits on the day before it and "
-        "is calibrated there (cheapest cost weight within 0.002 AUC of the best single tier on that "
-        "day). A negative "
-        "AUC gap means routed traffic scored better than always-large."
+        "is calibrated there (cheapest cost weight within 0.002 AUC of the best single tier on "
+        "that day). A negative AUC gap means routed traffic scored better than always-large."
     )
     return BenchResult(name="router", config=config, metrics=metrics, targets=targets, notes=notes)

@@ -40,6 +40,7 @@ _SUBCOMMANDS: tuple[tuple[str, str], ...] = (
     ("serve-embeddings", "serve_embeddings"),
     ("serve", "serve"),
     ("bench", "bench"),
+    ("config", "config"),
 )
 
 

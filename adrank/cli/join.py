@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from adrank.cli._args import size_bytes
+from adrank.cli._config import JOIN_FLAGS, add_config_argument, resolve_config
 
 __all__ = ["register", "run", "GroupArg", "parse_group_args"]
 
@@ -133,6 +134,7 @@ def register(subparsers: Any) -> argparse.ArgumentParser:
         help="keep snapshots of scanned groups here: a later join of the unchanged store loads "
         "them instead of scanning RocksDB (any write to the store invalidates them)",
     )
+    add_config_argument(p, "join", JOIN_FLAGS)
     return p
 
 
@@ -184,6 +186,7 @@ def run(args: argparse.Namespace) -> int:
     from adrank.cli._progress import progress_bar
     from feature_service import FeatureStore, JoinStrategy, join_to_parquet
 
+    resolve_config(args)  # defaults < --config file < flags given
     specs = _specs(args)
     try:
         total = pq.ParquetFile(args.examples).metadata.num_rows

@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from adrank.cli._args import positive_int
+from adrank.cli._config import RANK_SERVER_FLAGS, add_config_argument, resolve_config
 from adrank.cli._serve import (
     add_listen_arguments,
     check_port_file,
@@ -116,6 +117,7 @@ def register(subparsers: Any) -> argparse.ArgumentParser:
         "JSON-lines file",
     )
     add_listen_arguments(p, default_port=_DEFAULT_PORT, default_workers=_DEFAULT_WORKERS)
+    add_config_argument(p, "rank_server", RANK_SERVER_FLAGS)
     return p
 
 
@@ -129,6 +131,7 @@ def run(args: argparse.Namespace) -> int:
     from embed_store.checkpoint import open_checkpoint
     from ranker.serving import load_model
 
+    resolve_config(args)  # defaults < --config file < flags given
     check_port_file(args)
     listen = listen_config(args)
     problems = listen_problems(listen)

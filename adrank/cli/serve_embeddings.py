@@ -11,6 +11,7 @@ from collections.abc import Iterator
 from typing import Any
 
 from adrank.cli._args import positive_int
+from adrank.cli._config import EMBEDDING_SERVER_FLAGS, add_config_argument, resolve_config
 from adrank.cli._serve import (
     add_listen_arguments,
     check_port_file,
@@ -72,6 +73,7 @@ def register(subparsers: Any) -> argparse.ArgumentParser:
         f"(default {_DEFAULT_RANK_TIMEOUT_S:g})",
     )
     add_listen_arguments(p, default_port=_DEFAULT_PORT, default_workers=_DEFAULT_WORKERS)
+    add_config_argument(p, "embedding_server", EMBEDDING_SERVER_FLAGS)
     return p
 
 
@@ -91,6 +93,7 @@ def run(args: argparse.Namespace) -> int:
         start_from_env,
     )
 
+    resolve_config(args)  # defaults < --config file < flags given
     check_port_file(args)
     listen = listen_config(args)
     problems = listen_problems(listen)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
+from adrank.cli._config import FEATURE_SERVER_FLAGS, add_config_argument, resolve_config
 from adrank.cli._serve import (
     add_listen_arguments,
     check_port_file,
@@ -41,13 +42,17 @@ def register(subparsers: Any) -> argparse.ArgumentParser:
         help="do not apply TTL to newest-version reads unless the request gives now_us "
         "(default: apply it at the server's clock)",
     )
+    add_config_argument(p, "feature_server", FEATURE_SERVER_FLAGS)
     return p
 
 
 def run(args: argparse.Namespace) -> int:
     """Serve until SIGTERM/SIGINT; return the exit code."""
+    from adrank.config import FeatureServerConfig
     from feature_service.server import ServerConfig, build_server
 
+    section = resolve_config(args)  # defaults < --config file < flags given
+    assert isinstance(section, FeatureServerConfig)
     check_port_file(args)
     listen = listen_config(args)
     config = ServerConfig(
@@ -62,6 +67,7 @@ def run(args: argparse.Namespace) -> int:
         max_workers=listen.max_workers,
         grace_s=listen.grace_s,
         ttl_at_server_clock=args.ttl_at_server_clock,
+        block_cache_bytes=section.block_cache_bytes,
     )
     server = build_server(config)
 

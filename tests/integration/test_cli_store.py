@@ -1,4 +1,5 @@
-"""``adrank store stats|compact`` through main(): counts, TTL compaction, snapshot refresh, errors."""
+"""``adrank store stats|compact`` through main(): counts, TTL compaction, snapshot refresh and
+errors."""
 
 import json
 from pathlib import Path

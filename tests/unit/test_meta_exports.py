@@ -11,6 +11,7 @@ import pytest
 PUBLIC_MODULES = (
     "adrank",
     "adrank.data",
+    "adrank.config",
     "adrank.errors",
     "adrank.formats",
     "adrank.hashing",
