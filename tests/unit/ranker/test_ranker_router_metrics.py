@@ -172,3 +172,41 @@ def test_router_log_keeps_only_recent_decisions_in_memory(tmp_path: Path) -> Non
     assert len(log.decisions) == RECENT_DECISIONS
     assert log.decisions[0]["request_id"] == 5  # the oldest five left memory
     assert len((tmp_path / "log.jsonl").read_text().splitlines()) == RECENT_DECISIONS + 5
+
+
+def test_bootstrap_auc_is_the_auc_of_the_resampled_examples() -> None:
+    from ranker.metrics import auc, bootstrap_auc
+
+    rng = np.random.default_rng(5)
+    n = 300
+    labels = (rng.random(n) < 0.3).astype(float)
+    scores = np.round(rng.normal(size=n) + labels, 1)  # many ties
+    counts = rng.integers(0, 4, size=(3, n))
+    weights = np.vstack([np.ones(n), counts])
+    got = bootstrap_auc(labels, scores, weights)
+    assert got[0] == pytest.approx(auc(labels, scores))
+    for row, c in zip(got[1:], counts, strict=True):
+        assert row == pytest.approx(auc(np.repeat(labels, c), np.repeat(scores, c)))
+    only_negatives = np.where(labels > 0, 0.0, 1.0)[None, :]
+    assert bootstrap_auc(labels, scores, only_negatives)[0] == 0.5
+
+
+def test_a_higher_confidence_never_picks_a_cheaper_setting() -> None:
+    rng = np.random.default_rng(3)
+    x, uplift = _synthetic(300, seed=3)
+    uplift[:, 0] = uplift[:, 1]
+    cand_req = np.repeat(np.arange(len(x)), rng.integers(3, 8, len(x)))
+    labels = (rng.random(len(cand_req)) < 0.2).astype(float)
+    noise = rng.normal(0, 1, len(cand_req))
+    # Small is a little worse than medium and large: within the loss on the point estimate at
+    # cheap settings, not always with confidence.
+    scores = [labels * 1.28 + noise, labels * 1.3 + noise, labels * 1.3 + noise]
+    results = []
+    for confidence in (0.5, 0.8, 0.95):
+        router = TierRouter.fit(TIERS, COSTS, x, uplift, safe_tier=0)
+        results.append(router.calibrate(x, scores, labels, cand_req, confidence=confidence))
+    costs = [r["relative_cost"] for r in results]
+    assert costs == sorted(costs) and costs[0] < costs[-1]
+    for r in results:
+        assert r["auc"] >= r["auc_reference"] - 0.002  # the point estimate holds too
+    assert results[0]["auc_loss_at_confidence"] <= 0.002
