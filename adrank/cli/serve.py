@@ -17,8 +17,9 @@ from adrank.cli._serve import (
     serve_until_signal,
 )
 from adrank.cli.serve_embeddings import _ignoring
+from adrank.errors import InputError
 
-__all__ = ["register", "run"]
+__all__ = ["feature_client", "feature_client_problems", "register", "run"]
 
 # ranker.server's and RuntimeConfig's defaults, repeated so `adrank --help` imports no torch.
 _DEFAULT_PORT = 50063
@@ -65,6 +66,28 @@ def register(subparsers: Any) -> argparse.ArgumentParser:
         metavar="SECONDS",
         help="deadline of each feature read with --features, retries included "
         f"(default {_DEFAULT_FEATURES_TIMEOUT_S:g})",
+    )
+    p.add_argument(
+        "--features-ca",
+        metavar="FILE",
+        help="PEM root certificates to verify the feature server with (makes the --features "
+        "channel TLS; needed for a server off loopback)",
+    )
+    p.add_argument(
+        "--features-tls",
+        action="store_true",
+        help="TLS to the feature server with the system's root certificates",
+    )
+    p.add_argument(
+        "--features-server-name",
+        metavar="NAME",
+        help="host name to verify in the feature server's certificate (default: the host of "
+        "--features)",
+    )
+    p.add_argument(
+        "--features-token-file",
+        metavar="FILE",
+        help="file holding the feature server's shared token (adrank serve-features --token-file)",
     )
     p.add_argument(
         "--devices",
@@ -125,7 +148,6 @@ def run(args: argparse.Namespace) -> int:
     """Serve until SIGTERM/SIGINT; return the exit code."""
     import torch
 
-    from adrank.errors import InputError
     from adrank.planfile import read_plan
     from adrank.rpc import listen_problems
     from embed_store.checkpoint import open_checkpoint
@@ -139,6 +161,7 @@ def run(args: argparse.Namespace) -> int:
         problems.append(
             InputError(f"must be > 0, found {args.features_timeout}", source="--features-timeout")
         )
+    problems.extend(feature_client_problems(args))
     if args.metrics_port is not None and not 0 <= args.metrics_port <= 65535:
         problems.append(
             InputError(f"must be in 0..65535, found {args.metrics_port}", source="--metrics-port")
@@ -195,7 +218,7 @@ def _build(
     closed is appended to ``closers`` as it opens."""
     from embed_store.local_lookup import LocalLookup
     from embed_store.sharded_runtime import RuntimeConfig, launch_local, load_remaps
-    from feature_service import FeatureClient, FeatureStore
+    from feature_service import FeatureStore
     from ranker.metrics_export import RankMetrics, serve_metrics
     from ranker.router import RouterLog
     from ranker.server import build_server
@@ -203,7 +226,7 @@ def _build(
 
     features: Any
     if args.features:
-        client = FeatureClient(args.features, timeout_s=args.features_timeout)
+        client = feature_client(args)
         closers.append(client.close)
         client.wait_ready(_FEATURES_READY_S)
         features, source = client, f"features from {args.features}"
@@ -259,3 +282,64 @@ def _close_all(closers: list[Callable[[], None]]) -> None:
     """Call every closer once, newest first (idempotent: the list is emptied)."""
     while closers:
         closers.pop()()
+
+
+_FEATURE_CLIENT_FLAGS = (
+    ("features_ca", "--features-ca"),
+    ("features_tls", "--features-tls"),
+    ("features_server_name", "--features-server-name"),
+    ("features_token_file", "--features-token-file"),
+)
+
+
+def feature_client_problems(args: argparse.Namespace) -> list[InputError]:
+    """What is wrong with the feature-server client flags (checked before anything starts)."""
+    problems = []
+    if not args.features:
+        for dest, flag in _FEATURE_CLIENT_FLAGS:
+            if getattr(args, dest):
+                problems.append(
+                    InputError(
+                        "only applies with --features (a remote feature server)",
+                        source=flag,
+                        hint="drop it, or read features with --features HOST:PORT",
+                    )
+                )
+        return problems
+    if args.features_ca and not Path(args.features_ca).is_file():
+        problems.append(
+            InputError(
+                "the root certificate file does not exist",
+                source=args.features_ca,
+                hint="pass the PEM file of the CA (or the self-signed certificate) of the server",
+            )
+        )
+    return problems
+
+
+def feature_client(args: argparse.Namespace) -> Any:
+    """The :class:`feature_service.FeatureClient` the ``--features*`` flags describe.
+
+    Raises:
+        InputError, NotFoundError: An unreadable certificate or token file.
+    """
+    from adrank.rpc import load_token
+    from feature_service import FeatureClient
+
+    roots = None
+    if args.features_ca:
+        try:
+            roots = Path(args.features_ca).read_bytes()
+        except OSError as exc:
+            raise InputError(
+                f"cannot read the root certificates: {exc}", source=args.features_ca
+            ) from exc
+    token = load_token(args.features_token_file) if args.features_token_file else None
+    return FeatureClient(
+        args.features,
+        timeout_s=args.features_timeout,
+        root_certificates=roots,
+        tls=bool(args.features_tls),
+        server_name_override=args.features_server_name,
+        token=token,
+    )

@@ -158,6 +158,53 @@ def tls_files(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
     return cert, key
 
 
+def test_adrank_serve_reaches_a_tls_feature_server_with_its_token(
+    store: Path, tmp_path: Path, tls_files: tuple[Path, Path], capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`adrank serve`'s --features-ca / --features-server-name / --features-token-file build the
+    client it reads features with; without the token the server refuses it."""
+    from adrank.cli import build_parser
+    from adrank.cli._config import resolve_config
+    from adrank.cli.serve import feature_client, feature_client_problems
+
+    def parse(argv: list[str]) -> object:
+        args = build_parser().parse_args(argv)
+        resolve_config(args)  # as run() does: defaults < --config file < flags given
+        return args
+
+    cert, key = tls_files
+    token_file = tmp_path / "token"
+    token_file.write_text(TOKEN)
+    token_file.chmod(0o600)
+    server = _Cli(
+        tmp_path, "--store", str(store), "--tls-cert", str(cert), "--tls-key", str(key),
+        "--token-file", str(token_file),
+    )  # fmt: skip
+    try:
+        base = ["serve", "--model", "m", "--plan", "p", "--features", f"127.0.0.1:{server.port}"]
+        tls = ["--features-ca", str(cert), "--features-server-name", "localhost"]
+        args = parse([*base, *tls, "--features-token-file", str(token_file)])
+        assert feature_client_problems(args) == []
+        with feature_client(args) as client:
+            assert client.get_features("ads", [11])["ctr"].to_pylist() == [0.25]
+        args = parse([*base, *tls])
+        with feature_client(args) as client, pytest.raises(UnauthenticatedError):
+            client.get_features("ads", [11])
+    finally:
+        server.stop()
+    # Client flags without --features, or a missing certificate file, are named before startup.
+    local = build_parser().parse_args(
+        ["serve", "--model", "m", "--plan", "p", "--store", "s", "--features-ca", str(cert)]
+    )
+    assert [p.source for p in feature_client_problems(local)] == ["--features-ca"]
+    missing = build_parser().parse_args(
+        ["serve", "--model", "m", "--plan", "p", "--features", "h:1", "--features-ca", "nope.pem"]
+    )
+    assert [p.source for p in feature_client_problems(missing)] == ["nope.pem"]
+    rc = main(["serve", "--model", "m", "--plan", "p", "--store", "s", "--features-tls"])
+    assert rc == 2 and "--features-tls" in capsys.readouterr().err
+
+
 def test_tls_with_a_shared_token(store: Path, tmp_path: Path, tls_files: tuple[Path, Path]) -> None:
     cert, key = tls_files
     token_file = tmp_path / "token"
