@@ -2,6 +2,7 @@
 back through --port-file), queried with FeatureClient, the standard health service and server
 reflection, stopped with SIGTERM; TLS with a shared token; the CLI's refusals."""
 
+import argparse
 import shutil
 import signal
 import subprocess
@@ -167,7 +168,7 @@ def test_adrank_serve_reaches_a_tls_feature_server_with_its_token(
     from adrank.cli._config import resolve_config
     from adrank.cli.serve import feature_client, feature_client_problems
 
-    def parse(argv: list[str]) -> object:
+    def parse(argv: list[str]) -> argparse.Namespace:
         args = build_parser().parse_args(argv)
         resolve_config(args)  # as run() does: defaults < --config file < flags given
         return args
