@@ -279,8 +279,7 @@ class TierRouter:
             ``{"cost_weight", "auc", "relative_cost"}`` of the chosen setting, ``auc_largest``
             (always-largest), ``auc_reference`` and ``reference_tier`` (the best single tier), and
             ``auc_loss_at_confidence`` (the chosen setting's drop at that confidence; > the loss
-            when no setting qualifies with confidence: then the cheapest within the loss on the
-            point estimate is kept, else the best-AUC one).
+            when no setting qualifies and the best-AUC one is kept).
         """
         from ranker.metrics import auc, bootstrap_auc
 
@@ -317,14 +316,10 @@ class TierRouter:
                 chosen = (point, loss)
                 break
         if chosen is None:
-            # None qualifies with confidence (too few calibration requests to tell the tiers
-            # apart): the cheapest within the loss on the point estimate, else the best quality
-            # on offer (the uplift model cannot express routing to the reference).
-            passing = [x for x in settings if x[0]["auc"] >= auc_reference - max_auc_loss]
-            if passing:
-                point, scores = min(passing, key=lambda x: (x[0]["relative_cost"], -x[0]["auc"]))
-            else:
-                point, scores = min(settings, key=lambda x: (-x[0]["auc"], x[0]["relative_cost"]))
+            # No weight qualifies (the uplift model cannot express routing to the reference, or
+            # the calibration requests are too few): the best quality on offer, cheapest among
+            # equals.
+            point, scores = min(settings, key=lambda x: (-x[0]["auc"], x[0]["relative_cost"]))
             chosen = (point, loss_at_confidence(scores))
         best, chosen_loss = chosen
         self.cost_weight = best["cost_weight"]
