@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-__all__ = ["auc", "bootstrap_auc", "logloss", "per_example_logloss"]
+__all__ = ["auc", "logloss", "per_example_logloss"]
 
 _EPS = 1e-7
 
@@ -35,34 +35,6 @@ def auc(labels: np.ndarray, scores: np.ndarray) -> float:
     avg = (starts + ends + 1) / 2.0
     ranks[order] = np.repeat(avg, ends - starts)
     return float((ranks[y].sum() - pos * (pos + 1) / 2.0) / (pos * neg))
-
-
-def bootstrap_auc(labels: np.ndarray, scores: np.ndarray, weights: np.ndarray) -> np.ndarray:
-    """AUC of one score vector under several weightings of the examples at once (a bootstrap
-    resample is a weighting: how often each example was drawn).
-
-    Args:
-        labels: ``[N]`` 0/1.
-        scores: ``[N]`` scores.
-        weights: ``[B, N]`` non-negative weights, one row per resample.
-
-    Returns:
-        ``[B]`` AUCs (tied scores count half), 0.5 where a resample lacks a class.
-    """
-    y = np.asarray(labels, dtype=np.float64).ravel() > 0.5
-    s = np.asarray(scores, dtype=np.float64).ravel()
-    w = np.asarray(weights, dtype=np.float64)
-    order = np.argsort(s, kind="mergesort")
-    sorted_s = s[order]
-    starts = np.concatenate([[0], np.flatnonzero(np.diff(sorted_s)) + 1])  # tie groups
-    wy = w[:, order]
-    pos_w = np.add.reduceat(np.where(y[order], wy, 0.0), starts, axis=1)  # [B, G]
-    neg_w = np.add.reduceat(np.where(y[order], 0.0, wy), starts, axis=1)
-    below = np.cumsum(neg_w, axis=1) - neg_w  # negatives strictly below each group
-    num = (pos_w * (below + 0.5 * neg_w)).sum(axis=1)
-    den = pos_w.sum(axis=1) * neg_w.sum(axis=1)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        return np.where(den > 0, num / den, 0.5)
 
 
 def per_example_logloss(labels: np.ndarray, logits: np.ndarray) -> np.ndarray:
