@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import signal
 from collections.abc import Callable
 from pathlib import Path
@@ -190,15 +191,30 @@ def run(args: argparse.Namespace) -> int:
     torch.set_num_threads(args.score_threads)
 
     closers: list[Callable[[], None]] = []
+    started: Any = None
+    if "RANK" in os.environ:  # started by torchrun: every rank runs this, rank 0 serves
+        from embed_store.sharded_runtime import start_from_env
+
+        rank = os.environ["RANK"]
+        # torchrun passes SIGTERM/SIGINT to every rank; the other ranks leave it to rank 0, which
+        # stops them in order (or they notice it gone within --rank-timeout).
+        with _ignoring(*((signal.SIGINT, signal.SIGTERM) if rank != "0" else ())):
+            started = start_from_env(_runtime_config(args, model))
+        if started is None:
+            print(f"rank {rank}: rank 0 stopped; exiting", flush=True)
+            return 0
+        closers.append(started.close)
     try:
-        server, detail = _build(args, model, plan, checkpoint, closers)
+        server, detail = _build(args, model, plan, checkpoint, closers, started)
     except BaseException:
         _close_all(closers)
         raise
+    devices = started.world_size if started is not None else args.devices
     banner = (
         f"serving ranker {args.model} (tiers {', '.join(server.ranker.tier_names)}; plan "
-        f"fingerprint {model.plan_fingerprint}) on {server.address} with {args.devices} "
-        f"device{'s' if args.devices != 1 else ''}, {detail} "
+        f"fingerprint {model.plan_fingerprint}) on {server.address} with {devices} "
+        f"device{'s' if devices != 1 else ''}"
+        f"{' (torchrun)' if started is not None else ''}, {detail} "
         f"({'TLS' if server.tls else 'plaintext'}"
         f"{', token required' if args.token_file else ''}); SIGTERM or Ctrl-C stops"
     )
@@ -207,17 +223,29 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
+def _runtime_config(args: argparse.Namespace, model: Any) -> Any:
+    from embed_store.sharded_runtime import RuntimeConfig
+
+    return RuntimeConfig(
+        plan_path=args.plan,
+        checkpoint_path=str(model.checkpoint_dir),
+        threads_per_rank=args.threads_per_rank,
+        timeout_s=args.rank_timeout,
+    )
+
+
 def _build(
     args: argparse.Namespace,
     model: Any,
     plan: Any,
     checkpoint: Any,
     closers: list[Callable[[], None]],
+    started: Any = None,
 ) -> tuple[Any, str]:
-    """The runtime, feature source, ranker, metrics endpoint and bound server; what each needs
-    closed is appended to ``closers`` as it opens."""
+    """The runtime (``started``: one torchrun already joined), feature source, ranker, metrics
+    endpoint and bound server; what each needs closed is appended to ``closers`` as it opens."""
     from embed_store.local_lookup import LocalLookup
-    from embed_store.sharded_runtime import RuntimeConfig, launch_local, load_remaps
+    from embed_store.sharded_runtime import launch_local, load_remaps
     from feature_service import FeatureStore
     from ranker.metrics_export import RankMetrics, serve_metrics
     from ranker.router import RouterLog
@@ -235,25 +263,22 @@ def _build(
         closers.append(store.close)
         features, source = store, f"features from store {args.store}"
     lookup: Any
-    if args.devices == 1:
+    if started is not None:
+        lookup = started  # already in closers
+    elif args.devices == 1:
         lookup = LocalLookup.single_device(
             plan,
             checkpoint.read_block,
             load_remaps(plan, args.plan),
             threads=args.threads_per_rank,
         )
+        closers.append(lookup.close)
     else:
-        config = RuntimeConfig(
-            plan_path=args.plan,
-            checkpoint_path=str(model.checkpoint_dir),
-            threads_per_rank=args.threads_per_rank,
-            timeout_s=args.rank_timeout,
-        )
         # The ranks inherit an ignored SIGINT, so Ctrl-C in a terminal (sent to the whole process
         # group) reaches only this process, which then stops the ranks in order.
         with _ignoring(signal.SIGINT):
-            lookup = launch_local(config, args.devices)
-    closers.append(lookup.close)
+            lookup = launch_local(_runtime_config(args, model), args.devices)
+        closers.append(lookup.close)
     router_log = None
     if args.router_log:
         # RouterLog keeps only the most recent decisions in memory; the file has them all.
@@ -272,7 +297,7 @@ def _build(
         ranker,
         listen_config(args),
         metrics=metrics,
-        world_size=args.devices,
+        world_size=lookup.world_size if started is not None else args.devices,
         on_stop=lambda: _close_all(closers),
     )
     return server, detail

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import itertools
 import json
+import os
 import signal
 import threading
 import time
@@ -658,6 +659,74 @@ def test_cli_two_devices_with_a_feature_server_equals_one_device(
         if cli is not None:
             cli.stop(signal.SIGKILL)
         features.stop(0)
+
+
+def _torchrun_worker(agent_pid: int, rank: int) -> int:
+    """The pid of the worker process torchrun (``agent_pid``) started as ``rank`` (Linux /proc)."""
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+            ppid = int(stat.rsplit(")", 1)[1].split()[1])
+            env = (entry / "environ").read_bytes().split(b"\0")
+        except (OSError, IndexError, ValueError):
+            continue
+        if ppid == agent_pid and f"RANK={rank}".encode() in env:
+            return int(entry.name)
+    raise AssertionError(f"no rank {rank} worker under torchrun pid {agent_pid}")
+
+
+@pytest.mark.multiprocess
+@pytest.mark.timeout(300)
+def test_cli_under_torchrun_serves_from_rank_0_with_the_other_ranks_as_workers(
+    pipeline: Pipeline, reference: Ranker, held_out: list[Request], tmp_path: Path
+) -> None:
+    """The multi-host launch: ``torchrun --nproc-per-node 2 -m adrank serve``; every rank runs
+    the command, rank 0 serves gRPC and the others hold their shards; SIGTERM to torchrun stops
+    them all cleanly."""
+    import contextlib
+    import subprocess
+    import sys
+
+    port_file = tmp_path / "port"
+    torchrun = Path(sys.executable).parent / "torchrun"
+    proc = subprocess.Popen(
+        [str(torchrun), "--standalone", "--nproc-per-node", "2", "-m", "adrank", "serve"]
+        + ["--model", str(pipeline.model_dir), "--plan", str(pipeline.plan_dir)]
+        + ["--store", str(pipeline.store), "--rank-timeout", "60"]
+        + ["--port", "0", "--port-file", str(port_file)],
+        cwd=Path(__file__).resolve().parents[2],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        for _ in range(2400):
+            if port_file.exists() or proc.poll() is not None:
+                break
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                proc.wait(timeout=0.05)
+        assert port_file.exists(), proc.communicate(timeout=60)[1][-3000:]
+        with RankClient(f"127.0.0.1:{int(port_file.read_text())}", timeout_s=60) as c:
+            assert c.describe().world_size == 2
+            for r in held_out[:5]:
+                got = c.rank(r.user_id, r.ad_ids, r.context, force_tier="large")
+                want = reference.rank(r.user_id, r.ad_ids, r.context, force_tier="large")
+                np.testing.assert_allclose(got.scores, want.scores, rtol=0, atol=1e-5)
+        # Stop rank 0 as an orchestrator stopping the serving process would (a SIGTERM to the
+        # torchrun agent itself makes torchrun exit 1 by its own design): rank 0 stops rank 1
+        # in order, and torchrun sees both exit 0.
+        os.kill(_torchrun_worker(proc.pid, rank=0), signal.SIGTERM)
+        out, err = proc.communicate(timeout=120)
+        assert proc.returncode == 0, err[-3000:]
+        assert "with 2 devices (torchrun)" in out and "stopped on SIGTERM" in out
+        assert "rank 1: rank 0 stopped; exiting" in out
+        assert "Traceback" not in err and "abort" not in err.lower()
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()
 
 
 def test_as_of_reads_features_at_the_requests_time(
