@@ -278,7 +278,7 @@ class GreedyCostPartitioner:
             kinds[name] = st
             reasons.setdefault(name, choice[name][2])
 
-        moves = _refine(
+        moves = _Refiner(
             movable,
             shards,
             used,
@@ -289,7 +289,7 @@ class GreedyCostPartitioner:
             lambda m, r: scost(
                 by_name[m.table], m.sharding, by_name[m.table].pruned.num_rows, m.cols, r
             ),
-        )
+        ).run()
         if moves:
             logger.info("refinement moved %d shards off the most loaded devices", moves)
 
@@ -385,26 +385,6 @@ _REFINE_EPS = 1e-9
 _REFINE_MEMORY_TOLERANCE = 1.1  # memory over fair share that cost steps may fill ranks up to
 
 
-def _refine(
-    movable: list[_Movable],
-    shards: dict[str, list[ShardSpec]],
-    used: list[int],
-    cost: list[float],
-    devices: tuple[DeviceSpec, ...],
-    mem_target: list[float],
-    cost_target: float,
-    cost_on: Callable[[_Movable, int], float],
-) -> int:
-    """Local search after the greedy pass (see :class:`_Refiner`).
-
-    Returns:
-        Shards moved (``shards``, ``used`` and ``cost`` are updated in place).
-    """
-    if len(devices) < 2 or not movable:
-        return 0
-    return _Refiner(movable, shards, used, cost, devices, mem_target, cost_target, cost_on).run()
-
-
 class _Refiner:
     """Local search over the table-wise and column-wise shards after the greedy pass.
 
@@ -460,6 +440,9 @@ class _Refiner:
         return (self.cost[r] + delta) / self.cost_target
 
     def run(self) -> int:
+        """Refine in place (``shards``, ``used`` and ``cost``); return the shards moved."""
+        if self.world < 2 or not self.on_rank or not any(self.on_rank):
+            return 0
         changes = 0
         while changes < self.budget:
             before = changes
